@@ -1,0 +1,294 @@
+"""`MonitorConfig`: everything an operator sets, from a YAML file with environment overrides.
+
+Environment variables override the file: `DRIFTLINE_<SECTION>__<FIELD>`, e.g.
+`DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=broker:9092` or `DRIFTLINE_KAFKA__SASL_PASSWORD=...`.
+Secrets belong in the environment only. A bad configuration fails at start with the field path
+and the reason (`ConfigError`).
+
+>>> config = MonitorConfig.model_validate({"window": {"size_events": 500}})
+>>> config.window.size_events, config.model("fraud").task
+(500, <Task.auto: 'auto'>)
+>>> MonitorConfig.model_validate({"window": {"size_events": 0}})
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for MonitorConfig
+...
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from monitor.contracts.alert import AlertKind, Severity
+from monitor.contracts.limits import EventLimits
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureType(StrEnum):
+    numeric = "numeric"
+    categorical = "categorical"
+
+
+class Task(StrEnum):
+    auto = "auto"
+    """Decide from the events: probabilities or 0/1 and boolean predictions mean classification."""
+    binary_classification = "binary_classification"
+    multiclass_classification = "multiclass_classification"
+    regression = "regression"
+
+
+class FeatureSpec(_Section):
+    type: FeatureType
+    """Overrides the type inferred from the reference."""
+
+
+class WindowConfig(_Section):
+    """Tumbling windows on event time, sized by events or by seconds (exactly one of them)."""
+
+    size_events: int | None = Field(1000, gt=0)
+    """Close a window after this many events of the model."""
+    size_seconds: float | None = Field(None, gt=0)
+    """Close a window when event time passes its end; overrides `size_events`."""
+    allowed_lateness_seconds: float = Field(0.0, ge=0)
+    """How long after a time window's end its late events are still counted in it."""
+    min_events: int = Field(100, gt=0)
+    """A window with fewer events is not tested (too few to judge), only counted."""
+
+
+class DetectorsConfig(_Section):
+    """Registered detector names per kind of data (see `monitor.detectors.registry`)."""
+
+    numeric: list[str] = ["cusum", "ks"]
+    categorical: list[str] = ["category_cusum", "chi_square", "unseen_share"]
+    prediction: list[str] = ["cusum", "ks"]
+    """Applied to the model's score (numeric) or class (categorical) distribution."""
+    multivariate: list[str] = ["pca_reconstruction"]
+    params: dict[str, dict[str, Any]] = {}
+    """Per detector name, keyword arguments for its constructor."""
+
+
+class ReferenceConfig(_Section):
+    warmup_events: int = Field(5000, gt=0)
+    """Without a reference file, the model's first events form its reference."""
+    sample_size: int = Field(5000, gt=0)
+    """Values per feature kept (reservoir) to calibrate thresholds."""
+
+
+class DataQualityConfig(_Section):
+    """Rule thresholds per window; rates are shares of the window's events."""
+
+    max_null_rate_increase: float = Field(0.05, ge=0, le=1)
+    max_type_mismatch_rate: float = Field(0.01, ge=0, le=1)
+    max_out_of_range_rate: float = Field(0.02, ge=0, le=1)
+    """Share of numeric values outside the reference's [min, max] widened by `range_margin`."""
+    range_margin: float = Field(0.1, ge=0)
+    """Widening of the reference range, as a share of its width."""
+    max_unseen_category_rate: float = Field(0.05, ge=0, le=1)
+
+
+class AlertingConfig(_Section):
+    false_alarms_per_model_per_day: float = Field(0.1, gt=0)
+    """False-alarm budget of one model, shared by all its detectors, features and slices."""
+    events_per_model_per_day: float = Field(1_000_000, gt=0)
+    """Expected traffic of one model, to turn the daily budget into a per-event rate."""
+    repeat_interval_seconds: float = Field(4 * 3600, gt=0)
+    """A firing alert is sent again after this much event time (Alertmanager's repeat_interval)."""
+    resolve_after_clean_windows: int = Field(3, gt=0)
+    """An alert resolves after this many consecutive windows without the condition."""
+    runbook_base_url: str = "https://github.com/driftline/driftline/blob/main/runbooks"
+    severity: dict[AlertKind, Severity] = {
+        AlertKind.data_quality: Severity.warning,
+        AlertKind.feature_drift: Severity.warning,
+        AlertKind.prediction_drift: Severity.warning,
+        AlertKind.multivariate_drift: Severity.warning,
+        AlertKind.performance_degradation: Severity.critical,
+        AlertKind.estimated_performance_drop: Severity.warning,
+        AlertKind.canary_regression: Severity.critical,
+        AlertKind.slice_regression: Severity.warning,
+        AlertKind.serving_degradation: Severity.critical,
+        AlertKind.labels_missing: Severity.warning,
+    }
+
+    @property
+    def run_length_events(self) -> float:
+        """Expected events of one model between two false alarms (the budget as a run length)."""
+        return self.events_per_model_per_day / self.false_alarms_per_model_per_day
+
+
+class CostConfig(_Section):
+    false_positive: float = Field(1.0, ge=0)
+    false_negative: float = Field(1.0, ge=0)
+
+
+class EvaluationConfig(_Section):
+    join_ttl_seconds: float = Field(7 * 86400, gt=0)
+    """A prediction waits this long (event time) for its outcome, then counts as never labelled."""
+    early_outcome_ttl_seconds: float = Field(3600, gt=0)
+    """An outcome that arrives before its prediction waits this long for it."""
+    expected_label_coverage: float = Field(0.0, ge=0, le=1)
+    """Share of predictions expected to get a label within the TTL; below it, `labels_missing`."""
+    canary_margin: float = Field(0.02, ge=0)
+    """A canary must be worse than its baseline by more than this (and significantly) to alert."""
+    slice_margin: float = Field(0.05, ge=0)
+    slice_min_samples: int = Field(200, gt=0)
+    max_latency_ms_p99: float | None = Field(None, gt=0)
+    max_request_error_rate: float | None = Field(None, gt=0, le=1)
+
+
+class ModelConfig(_Section):
+    model_id: str
+    task: Task = Task.auto
+    positive_class: str | int | bool = 1
+    features: dict[str, FeatureSpec] = {}
+    """Declared feature types; undeclared features are inferred from the reference."""
+    reference: Path | None = None
+    """Reference profile built by `driftline reference`; without one, the first events warm up."""
+    slices: list[str] = []
+    """Slice names (keys of the events' `slices`) to evaluate separately."""
+    baseline_version: str | None = None
+    """Version that canaries are compared with; by default the one that served most."""
+    cost: CostConfig | None = None
+    window: WindowConfig | None = None
+    """Overrides the global `window` for this model."""
+    detectors: DetectorsConfig | None = None
+    """Overrides the global `detectors` for this model."""
+
+
+class CapsConfig(_Section):
+    """Bounds on state, so hostile traffic cannot grow memory; overflow is counted and reported."""
+
+    max_models: int = Field(1000, gt=0)
+    max_features_per_model: int = Field(200, gt=0)
+    max_categories: int = Field(100, gt=0)
+    """Distinct values kept per categorical feature; the rest count as overflow."""
+    max_slice_values: int = Field(50, gt=0)
+    """Distinct values kept per slice name; the rest are evaluated together as `other`."""
+    max_model_versions: int = Field(10, gt=0)
+    max_pending_predictions: int = Field(10_000_000, gt=0)
+
+
+class TopicsConfig(_Section):
+    predictions: str = "predictions"
+    outcomes: str = "outcomes"
+    alerts: str = "alerts"
+    dead_letter: str = "driftline-dead-letter"
+    retrain_requests: str = "retrain-requests"
+    audit: str = "driftline-audit"
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    profile: Literal["kafka", "embedded"] = "kafka"
+    """`embedded` applies the workarounds the embedded broker needs (see BROKER.md)."""
+    partitions: int = Field(4, gt=0)
+    replication_factor: int = Field(1, gt=0)
+    consumer_group: str = "driftline"
+    topics: TopicsConfig = TopicsConfig()
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    """From the environment only: `DRIFTLINE_KAFKA__SASL_PASSWORD`."""
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+class MetricsConfig(_Section):
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class MonitorConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    models: list[ModelConfig] = []
+    """Models with settings of their own; any other model is monitored with the defaults."""
+    window: WindowConfig = WindowConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
+    reference: ReferenceConfig = ReferenceConfig()
+    data_quality: DataQualityConfig = DataQualityConfig()
+    alerting: AlertingConfig = AlertingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    caps: CapsConfig = CapsConfig()
+    limits: EventLimits = EventLimits()
+    kafka: KafkaConfig = KafkaConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _model_ids_unique(self) -> MonitorConfig:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.model_id in seen:
+                raise ValueError(f"model {model.model_id!r} is configured twice")
+            seen.add(model.model_id)
+        return self
+
+    def model(self, model_id: str) -> ModelConfig:
+        """The settings of one model, with the global window and detectors filled in."""
+        for model in self.models:
+            if model.model_id == model_id:
+                break
+        else:
+            model = ModelConfig(model_id=model_id)
+        return model.model_copy(
+            update={"window": model.window or self.window, "detectors": model.detectors or self.detectors}
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: arguments, then the environment, then the YAML file if any.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names each bad field and why."""
+
+
+def load_config(path: str | Path | None) -> MonitorConfig:
+    """Read the YAML file at `path` (or only the environment when None), environment winning.
+
+    Relative `reference` paths are resolved against the configuration file's folder."""
+    from monitor.contracts.validation import format_validation_error
+
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config: no such file {str(path)!r}")
+    settings_cls = MonitorConfig
+    if path is not None:
+        file_config = {**MonitorConfig.model_config, "yaml_file": str(path)}
+        settings_cls = type("MonitorConfig", (MonitorConfig,), {"model_config": file_config})
+    try:
+        config = MonitorConfig.model_validate(settings_cls().model_dump())
+    except ValidationError as exc:
+        raise ConfigError(f"config {path or '(environment)'}: {format_validation_error(exc, max_errors=10)}") from None
+    except Exception as exc:  # YAML syntax errors and the like
+        raise ConfigError(f"config {path}: {exc}") from None
+    if path is None:
+        return config
+    base = Path(path).parent
+    models = [
+        m.model_copy(update={"reference": base / m.reference})
+        if m.reference is not None and not m.reference.is_absolute()
+        else m
+        for m in config.models
+    ]
+    return config.model_copy(update={"models": models})

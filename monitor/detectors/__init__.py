@@ -1,0 +1,1 @@
+"""Drift and change detectors, one module per test, registered by name (`registry`)."""
