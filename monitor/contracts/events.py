@@ -43,11 +43,15 @@ SCHEMA_VERSION = "1.0"
 UNVERSIONED = "unversioned"
 """`model_version` of events whose producer did not say which version served them."""
 
-FeatureValue = StrictBool | StrictInt | StrictFloat | StrictStr | None
+# Unions are tried left to right: the first member that accepts the value wins (faster than
+# pydantic's "smart" mode, and unambiguous since the members are strict).
+FeatureValue = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr | None, Field(union_mode="left_to_right")]
 """A feature's value: a number, a string (category), a boolean or null (missing)."""
 
-Label = StrictBool | StrictInt | StrictFloat | StrictStr
+Label = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr, Field(union_mode="left_to_right")]
 """A class (string, integer or boolean), a score or a regression value."""
+
+FeatureName = Annotated[str, Field(min_length=1, max_length=256)]
 
 Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
 """An id or name: non-empty, at most 256 characters, no control characters."""
@@ -108,7 +112,7 @@ class PredictionEvent(_Event):
     model_id: Identifier = Field(description="Which model made the prediction.")
     model_version: Identifier = Field(UNVERSIONED, description="Version of the model that served it.")
     prediction_id: Identifier = Field(description="Unique id; the outcome event refers to it.")
-    features: dict[Identifier, FeatureValue] = Field(
+    features: dict[FeatureName, FeatureValue] = Field(
         description="Model inputs by name: number, string (category), boolean or null (missing)."
     )
     prediction: Label = Field(description="The class, score or value the model returned.")
