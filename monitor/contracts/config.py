@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from monitor.contracts.alert import AlertKind, Severity
 from monitor.contracts.limits import EventLimits
@@ -279,7 +284,9 @@ def load_config(path: str | Path | None) -> MonitorConfig:
     try:
         config = MonitorConfig.model_validate(settings_cls().model_dump())
     except ValidationError as exc:
-        raise ConfigError(f"config {path or '(environment)'}: {format_validation_error(exc, max_errors=10)}") from None
+        raise ConfigError(
+            f"config {path or '(environment)'}: {format_validation_error(exc, max_errors=10)}"
+        ) from None
     except Exception as exc:  # YAML syntax errors and the like
         raise ConfigError(f"config {path}: {exc}") from None
     if path is None:

@@ -53,7 +53,9 @@ def format_validation_error(error: ValidationError, max_errors: int = 3) -> str:
             accepted = list(dict.fromkeys(_UNION_TAGS[tag] for tag in tags))
             if path.startswith("features.") and "null" not in accepted:
                 accepted.append("null")  # nullable unions report no error for their None member
-            message = "input should be " + (", ".join(accepted[:-1]) + " or " + accepted[-1] if len(accepted) > 1 else accepted[0])
+            message = "input should be " + (
+                ", ".join(accepted[:-1]) + " or " + accepted[-1] if len(accepted) > 1 else accepted[0]
+            )
         else:
             item = next(item for item in items if "union_tag" not in item) if tags else items[0]
             message = item["msg"][0].lower() + item["msg"][1:]
@@ -87,7 +89,9 @@ def parse_object(raw: bytes, limits: EventLimits) -> dict:
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(DeadLetterReason.undecodable, f"event: not valid UTF-8 JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise InvalidEvent(DeadLetterReason.undecodable, f"event: expected a JSON object, got {type(data).__name__}")
+        raise InvalidEvent(
+            DeadLetterReason.undecodable, f"event: expected a JSON object, got {type(data).__name__}"
+        )
     return data
 
 

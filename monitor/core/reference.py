@@ -184,7 +184,9 @@ class ReferenceBuilder:
                 self._sample[slot] = row
 
     def _settle_types(self) -> None:
-        names = [name for name in dict.fromkeys(n for row in self._pending for n in row) if name != PREDICTION]
+        names = [
+            name for name in dict.fromkeys(n for row in self._pending for n in row) if name != PREDICTION
+        ]
         self.dropped_features = set(names[self.max_features :])
         names = names[: self.max_features]
         if any(PREDICTION in row for row in self._pending):
@@ -208,7 +210,9 @@ class ReferenceBuilder:
             if kind is FeatureType.numeric:
                 numbers = [v for v in column if is_number(v)]
                 nulls = sum(v is None for v in column)
-                stats.update(np.array(numbers, dtype=float), nulls=nulls, mismatches=len(column) - len(numbers) - nulls)
+                stats.update(
+                    np.array(numbers, dtype=float), nulls=nulls, mismatches=len(column) - len(numbers) - nulls
+                )
             else:
                 stats.update([None if v is None else category_text(v) for v in column])
 
@@ -223,10 +227,13 @@ class ReferenceBuilder:
             stats = self._stats[name]
             categories = []
             if isinstance(stats, CategoryStats):
-                categories = [c for c, _ in sorted(stats.frequencies.items(), key=lambda item: (-item[1], item[0]))]
+                categories = [
+                    c for c, _ in sorted(stats.frequencies.items(), key=lambda item: (-item[1], item[0]))
+                ]
             features[name] = FeatureReference(name, kind, stats, categories)
         sample = {
-            name: [self._sample_value(row.get(name), kind) for row in self._sample] for name, kind in self._types.items()
+            name: [self._sample_value(row.get(name), kind) for row in self._sample]
+            for name, kind in self._types.items()
         }
         body = {
             "model_id": self.model_id,

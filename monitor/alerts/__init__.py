@@ -1,0 +1,1 @@
+"""Alert lifecycle: fingerprints, fire, repeat, resolve, muting."""

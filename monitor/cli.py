@@ -1,0 +1,159 @@
+"""The `driftline` command. Each subcommand parses its options and calls the library; no
+monitoring logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from monitor.contracts.config import ConfigError, FeatureType, load_config
+
+DEFAULT_SCHEMAS_DIR = Path("schemas")
+
+
+def _config(path: Path | None):
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="driftline")
+def main() -> None:
+    """Driftline: streaming drift and outcome monitoring for models in production."""
+
+
+@main.command()
+@click.option("--out-dir", type=click.Path(path_type=Path), default=DEFAULT_SCHEMAS_DIR, show_default=True)
+@click.option("--check", is_flag=True, help="Exit 1 if the files differ from the models instead of writing.")
+def schemas(out_dir: Path, check: bool) -> None:
+    """Write the JSON Schemas of every event and of the configuration."""
+    from monitor.contracts.schemas import stale_schemas, write_schemas
+
+    if check:
+        stale = stale_schemas(out_dir)
+        if stale:
+            click.echo(f"stale schemas in {out_dir}: {', '.join(stale)}; run `driftline schemas`", err=True)
+            sys.exit(1)
+        click.echo(f"schemas in {out_dir} are up to date")
+        return
+    for path in write_schemas(out_dir):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Training data: .csv, .parquet or .jsonl.",
+)
+@click.option("--model-id", required=True)
+@click.option("--features", help="Comma-separated feature names (default: every column).")
+@click.option("--prediction-column", default="prediction", show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Monitor config: declared feature types and caps.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def reference(
+    input_path: Path,
+    model_id: str,
+    features: str | None,
+    prediction_column: str,
+    config_path: Path | None,
+    out: Path,
+) -> None:
+    """Build a reference profile from training data."""
+    from rich.progress import Progress
+
+    from monitor.core.reference import ReferenceBuilder
+    from monitor.core.training_data import read_rows
+
+    config = _config(config_path)
+    model = config.model(model_id)
+    builder = ReferenceBuilder(
+        model_id,
+        {name: spec.type for name, spec in model.features.items()},
+        max_categories=config.caps.max_categories,
+        max_features=config.caps.max_features_per_model,
+        sample_size=config.reference.sample_size,
+        source=str(input_path),
+    )
+    names = [n.strip() for n in features.split(",")] if features else None
+    try:
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("reading rows", total=None)
+            for i, (row, prediction) in enumerate(read_rows(input_path, names, prediction_column)):
+                builder.add(row, prediction)
+                if i % 10_000 == 0:
+                    progress.update(task, completed=i)
+        profile = builder.build()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    profile.save(out)
+    types = profile.feature_types()
+    numeric = sum(t == FeatureType.numeric for t in types.values())
+    click.echo(
+        f"reference {profile.version} for {model_id}: {profile.n_rows} rows, {len(types)} features "
+        f"({numeric} numeric, {len(types) - numeric} categorical) -> {out}"
+    )
+    if builder.dropped_features:
+        click.echo(
+            f"not profiled (over caps.max_features_per_model): {sorted(builder.dropped_features)}", err=True
+        )
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--input",
+    "inputs",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL events in timestamp order; repeat to merge several files.",
+)
+@click.option("--alerts-out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dead-letters-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Invalid lines with their reason [default: ALERTS_OUT with .dead-letters.jsonl].",
+)
+def replay(
+    config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path, dead_letters_out: Path | None
+) -> None:
+    """Run the monitor over JSONL files; alerts to JSONL."""
+    from monitor.replay import replay as run_replay
+
+    config = _config(config_path)
+    dead_letters_out = dead_letters_out or alerts_out.with_suffix(".dead-letters.jsonl")
+    summary = run_replay(config, list(inputs), alerts_out, dead_letters_out, progress=sys.stderr.isatty())
+    invalid = sum(summary.invalid.values())
+    click.echo(
+        f"replayed {summary.lines} lines in {summary.seconds:.2f} s ({summary.lines_per_second():,.0f}/s): "
+        f"{summary.predictions} predictions, {summary.outcomes} outcomes, {invalid} invalid"
+        + (
+            f" ({', '.join(f'{k}: {v}' for k, v in summary.invalid.items())}) -> {dead_letters_out}"
+            if invalid
+            else ""
+        )
+        + f"; {sum(summary.alerts.values())} alerts"
+        + (
+            f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.alerts.items()))})"
+            if summary.alerts
+            else ""
+        )
+        + f" -> {alerts_out}",
+        err=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""`DriftMonitor`: the drift side of one model: reference, windows, detectors, data quality.
+
+For each batch of the model's predictions, in order:
+
+1. until a reference exists, the events warm it up (`reference.warmup_events`), then every
+   detector is fitted and calibrated on it;
+2. each event is assigned to its event-time window (`core.windows`); late ones are counted;
+3. per feature, values become typed columns (`columns`); window statistics are updated;
+   sequential detectors see every value and alarm at the exact event;
+4. when a window closes, window tests compare it with the reference, data-quality rules check
+   nulls, types, ranges, unseen categories and cardinality, and every check that found nothing
+   reports a clean finding, so alerts can resolve.
+
+The false-alarm budget (`alerting.false_alarms_per_model_per_day` over
+`alerting.events_per_model_per_day`) is shared equally by the model's detectors: each one is
+calibrated to a run length of `run_length_events * number_of_detectors` values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from monitor.contracts.alert import AlertKind, Evidence
+from monitor.contracts.config import FeatureType, ModelConfig, MonitorConfig
+from monitor.contracts.events import PredictionEvent
+from monitor.core.feature_stats import CategoryStats, NumericStats
+from monitor.core.finding import Finding
+from monitor.core.reference import PREDICTION, ReferenceBuilder, ReferenceProfile
+from monitor.core.windows import WindowClock
+from monitor.detectors import registry
+from monitor.detectors.base import Detector, SequentialDetector, WindowTest
+from monitor.monitoring.columns import category_codes, numeric_column
+
+MAX_WINDOW_VALUES = 10_000
+"""Values per feature a window keeps for its tests; beyond, a systematic sample (time windows)."""
+
+
+class ValueSample:
+    """At most `capacity` values (or rows) of a window, evenly spread: every `stride`-th value is
+    kept, and when full, every other kept value is dropped and the stride doubles."""
+
+    def __init__(self, capacity: int = MAX_WINDOW_VALUES):
+        self.capacity = capacity
+        self.stride = 1
+        self.seen = 0
+        self.chunks: list[np.ndarray] = []
+        self.kept = 0
+
+    def add(self, values: np.ndarray) -> None:
+        start = (-self.seen) % self.stride
+        self.seen += len(values)
+        chosen = values[start :: self.stride]
+        self.chunks.append(chosen)
+        self.kept += len(chosen)
+        if self.kept > self.capacity:
+            merged = np.concatenate(self.chunks)[::2]
+            self.chunks, self.kept, self.stride = [merged], len(merged), self.stride * 2
+
+    def values(self) -> np.ndarray:
+        if not self.chunks:
+            return np.empty(0)
+        return np.concatenate(self.chunks)
+
+
+@dataclass
+class FeatureMonitor:
+    """One monitored column: its reference, detectors, and the open window's statistics."""
+
+    name: str
+    type: FeatureType
+    kind: AlertKind
+    sequential: list[SequentialDetector]
+    tests: list[WindowTest]
+    codes: dict[str, int] = field(default_factory=dict)
+    """Category -> code (categorical only); unseen values get `len(codes)`."""
+    stats: NumericStats | CategoryStats | None = None
+    sample: ValueSample = field(default_factory=ValueSample)
+    unseen: int = 0
+    out_of_range: int = 0
+    alarmed: bool = False
+    """A sequential detector alarmed during the open window."""
+
+    @property
+    def alert_feature(self) -> str | None:
+        return None if self.name == PREDICTION else self.name
+
+
+def _seed(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:4], "little")
+
+
+class DriftMonitor:
+    def __init__(self, model: ModelConfig, config: MonitorConfig, reference: ReferenceProfile | None = None):
+        self.model = model
+        self.config = config
+        assert model.window is not None and model.detectors is not None, "use MonitorConfig.model()"
+        self.clock = WindowClock(model.window)
+        self.events = 0
+        self.extra_fields = 0
+        """Unknown top-level fields seen on events (kept out of state, counted)."""
+        self.unknown_features = 0
+        """Feature values whose name is not in the reference (not monitored, counted)."""
+        self.reference: ReferenceProfile | None = None
+        self.features: dict[str, FeatureMonitor] = {}
+        self.multivariate: list[WindowTest] = []
+        self.multivariate_names: list[str] = []
+        self.multivariate_sample = ValueSample()
+        self.multivariate_alarmed = False
+        self._builder: ReferenceBuilder | None = None
+        self._window_start: datetime | None = None
+        self._window_end: datetime | None = None
+        if reference is not None:
+            self._start(reference)
+
+    # -- reference and calibration -------------------------------------------------------------
+
+    def _start(self, reference: ReferenceProfile) -> None:
+        """Fit every detector on the reference; each gets an equal share of the false-alarm budget."""
+        detectors = self.model.detectors
+        assert detectors is not None
+        plan: dict[str, tuple[FeatureType, AlertKind, list[Detector]]] = {}
+        for name, ref in reference.features.items():
+            declared = self.model.features.get(name)
+            kind_of_data = declared.type if declared else ref.type
+            if name == PREDICTION:
+                names, alert_kind = detectors.prediction, AlertKind.prediction_drift
+            else:
+                names = detectors.numeric if kind_of_data is FeatureType.numeric else detectors.categorical
+                alert_kind = AlertKind.feature_drift
+            plan[name] = (kind_of_data, alert_kind, [self._create(n) for n in names])
+        numeric = [n for n, (t, _, _) in plan.items() if t is FeatureType.numeric and n != PREDICTION]
+        multivariate = [self._create(n) for n in detectors.multivariate] if len(numeric) >= 2 else []
+        n_detectors = sum(len(d) for _, _, d in plan.values()) + len(multivariate)
+        run_length = self.config.alerting.run_length_events * max(n_detectors, 1)
+        window_size = self.model.window.size_events or self.model.window.min_events  # type: ignore[union-attr]
+
+        self.reference = reference
+        for name, (kind_of_data, alert_kind, dets) in plan.items():
+            ref = reference.features[name]
+            codes = {c: i for i, c in enumerate(ref.categories)}
+            if kind_of_data is FeatureType.numeric:
+                sample = reference.numeric_sample(name)
+                context: dict[str, Any] = {}
+            else:
+                sample, _, _ = category_codes(reference.sample.get(name, []), codes)
+                context = {"n_categories": len(codes) + 1}
+            fitted = [
+                d.fit(
+                    sample,
+                    run_length=run_length,
+                    window_size=window_size,
+                    seed=_seed(name, d.name),
+                    **context,
+                )
+                for d in dets
+            ]
+            self.features[name] = FeatureMonitor(
+                name=name,
+                type=kind_of_data,
+                kind=alert_kind,
+                sequential=[d for d in fitted if isinstance(d, SequentialDetector)],
+                tests=[d for d in fitted if isinstance(d, WindowTest)],
+                codes=codes,
+            )
+        if multivariate:
+            matrix = np.column_stack(
+                [
+                    np.array([np.nan if v is None else v for v in reference.sample[n]], dtype=float)
+                    for n in numeric
+                ]
+            )
+            self.multivariate_names = numeric
+            self.multivariate = [
+                d.fit(
+                    matrix, run_length=run_length, window_size=window_size, seed=_seed("multivariate", d.name)
+                )
+                for d in multivariate  # type: ignore[misc]
+            ]
+        self._open_window()
+
+    def _create(self, name: str) -> Detector:
+        params = self.model.detectors.params.get(name, {})  # type: ignore[union-attr]
+        return registry.create(name, **params)
+
+    def _warm_up(self, events: Sequence[PredictionEvent]) -> int:
+        """Feed the reference builder; returns how many events it took."""
+        if self._builder is None:
+            caps = self.config.caps
+            self._builder = ReferenceBuilder(
+                self.model.model_id,
+                {name: spec.type for name, spec in self.model.features.items()},
+                max_categories=caps.max_categories,
+                max_features=caps.max_features_per_model,
+                sample_size=self.config.reference.sample_size,
+                source="warm-up",
+            )
+        needed = self.config.reference.warmup_events - self._builder.n_rows
+        taken = events[:needed]
+        for event in taken:
+            self._builder.add(event.features, event.prediction)
+        if self._builder.n_rows >= self.config.reference.warmup_events:
+            reference, self._builder = self._builder.build(), None
+            self._start(reference)
+        return len(taken)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def observe(self, events: Sequence[PredictionEvent], offsets: Sequence[int]) -> list[Finding]:
+        """Process a batch of this model's predictions in order; findings in order of the events."""
+        self.events += len(events)
+        self.extra_fields += sum(len(e.model_extra or ()) for e in events)
+        start = 0
+        if self.reference is None:
+            start = self._warm_up(events)
+        findings: list[Finding] = []
+        segment: list[int] = []
+        segment_window: int | None = None
+        clock = self.clock
+        for i in range(start, len(events)):
+            window = clock.assign(events[i].timestamp.timestamp())
+            if window is None:
+                continue
+            if window != segment_window and segment:
+                findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
+                segment = []
+            segment_window = window
+            segment.append(i)
+            if clock.ready():
+                findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
+                segment = []
+                for _ in clock.advance():
+                    closing = self._close_window(events[i].timestamp)
+                    findings += [replace(finding, offset=offsets[i]) for finding in closing]
+        if segment:
+            findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
+        return findings
+
+    def _observe_segment(self, events: list[PredictionEvent], offsets: list[int]) -> list[Finding]:
+        if self._window_start is None:
+            self._window_start = events[0].timestamp
+        self._window_end = events[-1].timestamp
+        findings: list[Finding] = []
+        known = self.features.keys()
+        self.unknown_features += sum(1 for e in events for name in e.features if name not in known)
+        numeric_columns: dict[str, np.ndarray] = {}
+        for name, feature in self.features.items():
+            raw = (
+                [e.prediction for e in events]
+                if name == PREDICTION
+                else [e.features.get(name) for e in events]
+            )
+            if feature.type is FeatureType.numeric:
+                column = numeric_column(raw)
+                values, positions = column.values, column.positions
+                feature.stats.update(values, nulls=column.nulls, mismatches=column.mismatches)  # type: ignore[union-attr]
+                feature.out_of_range += self._out_of_range(name, values)
+                if name in self.multivariate_names:
+                    full = np.full(len(events), np.nan)
+                    full[positions] = values
+                    numeric_columns[name] = full
+            else:
+                values, unseen, _ = category_codes(raw, feature.codes)
+                feature.unseen += unseen
+                feature.stats.update(  # type: ignore[union-attr]
+                    [None if v is None else str(v) for v in raw]
+                )
+                positions = np.array([p for p, v in enumerate(raw) if v is not None], dtype=np.int64)
+            feature.sample.add(values)
+            for detector in feature.sequential:
+                for alarm in detector.update_many(values):
+                    position = int(positions[alarm])
+                    feature.alarmed = True
+                    findings.append(
+                        self._sequential_finding(feature, detector, events[position], offsets[position])
+                    )
+        if self.multivariate:
+            self.multivariate_sample.add(
+                np.column_stack([numeric_columns[n] for n in self.multivariate_names])
+            )
+        findings.sort(key=lambda f: f.offset if f.offset is not None else -1)
+        return findings
+
+    def _out_of_range(self, name: str, values: np.ndarray) -> int:
+        assert self.reference is not None
+        stats = self.reference.features[name].stats
+        if not isinstance(stats, NumericStats) or stats.values_count == 0 or len(values) == 0:
+            return 0
+        margin = (stats.maximum - stats.minimum) * self.config.data_quality.range_margin
+        return int(((values < stats.minimum - margin) | (values > stats.maximum + margin)).sum())
+
+    # -- findings -------------------------------------------------------------------------------
+
+    def _evidence(
+        self, detector: Detector, score: float, current_size: int, details: dict[str, Any]
+    ) -> Evidence:
+        assert self.reference is not None
+        return Evidence(
+            detector=detector.name,
+            score=float(score),
+            threshold=float(detector.threshold),
+            window_start=self._window_start,
+            window_end=self._window_end,
+            reference_size=detector.reference_size or self.reference.n_rows,
+            current_size=current_size,
+            reference_version=self.reference.version,
+            settings_hash=detector.settings_hash(),
+            details=details,
+        )
+
+    def _subject(self, feature: FeatureMonitor) -> str:
+        return "the model's predictions" if feature.name == PREDICTION else f"feature {feature.name!r}"
+
+    def _sequential_finding(
+        self, feature: FeatureMonitor, detector: SequentialDetector, event: PredictionEvent, offset: int
+    ) -> Finding:
+        score = detector.score
+        return Finding(
+            kind=feature.kind,
+            model_id=self.model.model_id,
+            feature=feature.alert_feature,
+            slice=None,
+            active=True,
+            at=event.timestamp,
+            model_version=event.model_version,
+            evidence=self._evidence(detector, score, feature.stats.count, {}),  # type: ignore[union-attr]
+            summary=f"{self.model.model_id}: {self._subject(feature)} changed ({detector.name} "
+            f"statistic crossed its calibrated threshold {detector.threshold:.3g})",
+            offset=offset,
+        )
+
+    def _close_window(self, at: datetime) -> list[Finding]:
+        findings: list[Finding] = []
+        for feature in self.features.values():
+            findings += self._close_feature(feature, at)
+        if self.multivariate:
+            findings += self._close_multivariate(at)
+        self._open_window()
+        return findings
+
+    def _close_feature(self, feature: FeatureMonitor, at: datetime) -> list[Finding]:
+        stats = feature.stats
+        assert stats is not None
+        findings: list[Finding] = []
+        quality = self._data_quality(feature)
+        if feature.name != PREDICTION:
+            findings.append(quality)
+        drifted = feature.alarmed
+        if stats.count >= self.model.window.min_events and not quality.active:  # type: ignore[union-attr]
+            values = feature.sample.values()
+            for test in feature.tests:
+                result = test.test(values)
+                if result.drifted:
+                    drifted = True
+                    findings.append(
+                        Finding(
+                            kind=feature.kind,
+                            model_id=self.model.model_id,
+                            feature=feature.alert_feature,
+                            slice=None,
+                            active=True,
+                            at=at,
+                            evidence=self._evidence(test, result.score, stats.count, result.details),
+                            summary=f"{self.model.model_id}: {self._subject(feature)} drifted from the reference "
+                            f"({test.name} = {result.score:.3g} over threshold {result.threshold:.3g})",
+                        )
+                    )
+        if not drifted:
+            findings.append(
+                Finding(feature.kind, self.model.model_id, feature.alert_feature, None, False, at)
+            )
+        return findings
+
+    def _data_quality(self, feature: FeatureMonitor) -> Finding:
+        """Rules, not statistics: each rate against its configured bound."""
+        stats = feature.stats
+        assert stats is not None and self.reference is not None
+        rules = self.config.data_quality
+        ref_stats = self.reference.features[feature.name].stats
+        count = max(stats.count, 1)
+        ref_null_rate = ref_stats.nulls / max(ref_stats.count, 1)
+        checks: list[tuple[str, float, float]] = [
+            ("null_rate", stats.nulls / count, ref_null_rate + rules.max_null_rate_increase),
+        ]
+        if feature.type is FeatureType.numeric:
+            checks.append(("type_mismatch_rate", stats.mismatches / count, rules.max_type_mismatch_rate))
+            checks.append(("out_of_range_rate", feature.out_of_range / count, rules.max_out_of_range_rate))
+        else:
+            checks.append(("unseen_category_rate", feature.unseen / count, rules.max_unseen_category_rate))
+            overflow = stats.overflow_count if isinstance(stats, CategoryStats) else 0
+            checks.append(("cardinality_overflow", float(overflow), 0.0))
+        failing = [(name, value, bound) for name, value, bound in checks if value > bound]
+        at = self._window_end or datetime.now(UTC)
+        if not failing or stats.count < self.model.window.min_events:  # type: ignore[union-attr]
+            return Finding(AlertKind.data_quality, self.model.model_id, feature.name, None, False, at)
+        rule, value, bound = max(failing, key=lambda item: item[1] - item[2])
+        evidence = Evidence(
+            detector=f"data_quality.{rule}",
+            score=value,
+            threshold=bound,
+            window_start=self._window_start,
+            window_end=self._window_end,
+            reference_size=ref_stats.count,
+            current_size=stats.count,
+            reference_version=self.reference.version,
+            settings_hash=hashlib.sha256(rules.model_dump_json().encode()).hexdigest()[:12],
+            details={name: round(v, 6) for name, v, _ in checks},
+        )
+        return Finding(
+            AlertKind.data_quality,
+            self.model.model_id,
+            feature.name,
+            None,
+            True,
+            at,
+            evidence=evidence,
+            summary=f"{self.model.model_id}: feature {feature.name!r} {rule.replace('_', ' ')} is {value:.3g}, "
+            f"over its bound {bound:.3g}",
+        )
+
+    def _close_multivariate(self, at: datetime) -> list[Finding]:
+        width = len(self.multivariate_names)
+        rows = self.multivariate_sample.values()
+        findings = []
+        drifted = False
+        if len(rows) >= self.model.window.min_events:  # type: ignore[union-attr]
+            for test in self.multivariate:
+                result = test.test(rows)
+                if result.drifted:
+                    drifted = True
+                    findings.append(
+                        Finding(
+                            AlertKind.multivariate_drift,
+                            self.model.model_id,
+                            None,
+                            None,
+                            True,
+                            at,
+                            evidence=self._evidence(test, result.score, len(rows), result.details),
+                            summary=f"{self.model.model_id}: the joint distribution of {width} numeric features "
+                            f"changed ({test.name} = {result.score:.3g} over {result.threshold:.3g})",
+                        )
+                    )
+        if not drifted:
+            findings.append(Finding(AlertKind.multivariate_drift, self.model.model_id, None, None, False, at))
+        return findings
+
+    def _open_window(self) -> None:
+        max_categories = self.config.caps.max_categories
+        for feature in self.features.values():
+            feature.stats = (
+                NumericStats() if feature.type is FeatureType.numeric else CategoryStats(max_categories)
+            )
+            feature.sample = ValueSample()
+            feature.unseen = feature.out_of_range = 0
+            feature.alarmed = False
+        self.multivariate_sample = ValueSample()
+        self._window_start = self._window_end = None
