@@ -105,9 +105,7 @@ def reference(
         f"({numeric} numeric, {len(types) - numeric} categorical) -> {out}"
     )
     if builder.dropped_features:
-        click.echo(
-            f"not profiled (over caps.max_features_per_model): {sorted(builder.dropped_features)}", err=True
-        )
+        click.echo(f"not profiled (over caps.max_features_per_model): {sorted(builder.dropped_features)}", err=True)
 
 
 @main.command()
@@ -126,9 +124,7 @@ def reference(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Invalid lines with their reason [default: ALERTS_OUT with .dead-letters.jsonl].",
 )
-def replay(
-    config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path, dead_letters_out: Path | None
-) -> None:
+def replay(config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path, dead_letters_out: Path | None) -> None:
     """Run the monitor over JSONL files; alerts to JSONL."""
     from monitor.replay import replay as run_replay
 
@@ -139,17 +135,9 @@ def replay(
     click.echo(
         f"replayed {summary.lines} lines in {summary.seconds:.2f} s ({summary.lines_per_second():,.0f}/s): "
         f"{summary.predictions} predictions, {summary.outcomes} outcomes, {invalid} invalid"
-        + (
-            f" ({', '.join(f'{k}: {v}' for k, v in summary.invalid.items())}) -> {dead_letters_out}"
-            if invalid
-            else ""
-        )
+        + (f" ({', '.join(f'{k}: {v}' for k, v in summary.invalid.items())}) -> {dead_letters_out}" if invalid else "")
         + f"; {sum(summary.alerts.values())} alerts"
-        + (
-            f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.alerts.items()))})"
-            if summary.alerts
-            else ""
-        )
+        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.alerts.items()))})" if summary.alerts else "")
         + f" -> {alerts_out}",
         err=True,
     )

@@ -107,9 +107,7 @@ def replay(
                 except InvalidEvent as exc:
                     summary.invalid[exc.reason.value] += 1
                     source = DeadLetterSource(file=str(inputs[line.file_index]), line=line.number)
-                    dead_file.write(
-                        DeadLetter.of(line.raw, source, exc.reason, str(exc)).model_dump_json().encode()
-                    )
+                    dead_file.write(DeadLetter.of(line.raw, source, exc.reason, str(exc)).model_dump_json().encode())
                     dead_file.write(b"\n")
                     continue
                 if isinstance(event, PredictionEvent):

@@ -72,9 +72,7 @@ def _prediction(model_id: str, progress: float, rng: np.random.Generator) -> tup
     if model_id == "fraud-scorer":
         shift = 0.8 if progress >= 0.6 else 0.0
         amount = float(np.exp(rng.normal(3.0 + shift, 0.6)))
-        device = (
-            None if progress >= 0.8 and rng.random() < 0.1 else str(rng.choice(["ios", "android", "web"]))
-        )
+        device = None if progress >= 0.8 and rng.random() < 0.1 else str(rng.choice(["ios", "android", "web"]))
         features = {
             "amount": round(amount, 2),
             "age": int(rng.integers(18, 80)),

@@ -62,9 +62,7 @@ class Evidence(BaseModel):
     threshold: float = Field(description="The threshold actually applied (after calibration).")
     window_start: AwareDatetime | None = Field(None, description="Event time of the first event looked at.")
     window_end: AwareDatetime | None = Field(None, description="Event time of the last event looked at.")
-    reference_size: int | None = Field(
-        None, ge=0, description="Events in the reference it was compared with."
-    )
+    reference_size: int | None = Field(None, ge=0, description="Events in the reference it was compared with.")
     current_size: int | None = Field(None, ge=0, description="Events in the current window or run.")
     reference_version: str | None = Field(None, description="Content hash of the reference profile.")
     settings_hash: str = Field(description="Hash of the detector settings, to tell configurations apart.")
@@ -83,9 +81,7 @@ class Alert(BaseModel):
     alert_id: Annotated[str, Field(min_length=1)] = Field(
         description="Unique per firing period: the fingerprint and the time it started."
     )
-    fingerprint: str = Field(
-        description="Stable hash of the identifying labels (kind, model, feature, slice)."
-    )
+    fingerprint: str = Field(description="Stable hash of the identifying labels (kind, model, feature, slice).")
     kind: AlertKind
     status: AlertStatus
     severity: Severity

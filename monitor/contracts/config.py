@@ -212,9 +212,7 @@ class MetricsConfig(_Section):
 
 
 class MonitorConfig(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     models: list[ModelConfig] = []
     """Models with settings of their own; any other model is monitored with the defaults."""
@@ -284,9 +282,7 @@ def load_config(path: str | Path | None) -> MonitorConfig:
     try:
         config = MonitorConfig.model_validate(settings_cls().model_dump())
     except ValidationError as exc:
-        raise ConfigError(
-            f"config {path or '(environment)'}: {format_validation_error(exc, max_errors=10)}"
-        ) from None
+        raise ConfigError(f"config {path or '(environment)'}: {format_validation_error(exc, max_errors=10)}") from None
     except Exception as exc:  # YAML syntax errors and the like
         raise ConfigError(f"config {path}: {exc}") from None
     if path is None:

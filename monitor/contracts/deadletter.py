@@ -51,9 +51,7 @@ class DeadLetter(BaseModel):
     received_at: AwareDatetime
 
     @classmethod
-    def of(
-        cls, original: bytes, source: DeadLetterSource, reason: DeadLetterReason, error: str
-    ) -> DeadLetter:
+    def of(cls, original: bytes, source: DeadLetterSource, reason: DeadLetterReason, error: str) -> DeadLetter:
         return cls(
             original_b64=base64.b64encode(original).decode("ascii"),
             source=source,

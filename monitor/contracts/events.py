@@ -45,9 +45,7 @@ UNVERSIONED = "unversioned"
 
 # Unions are tried left to right: the first member that accepts the value wins (faster than
 # pydantic's "smart" mode, and unambiguous since the members are strict).
-FeatureValue = Annotated[
-    StrictBool | StrictInt | StrictFloat | StrictStr | None, Field(union_mode="left_to_right")
-]
+FeatureValue = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr | None, Field(union_mode="left_to_right")]
 """A feature's value: a number, a string (category), a boolean or null (missing)."""
 
 Label = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr, Field(union_mode="left_to_right")]
@@ -87,9 +85,7 @@ class _Event(BaseModel):
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
 
-    schema_version: str = Field(
-        SCHEMA_VERSION, max_length=16, description="Contract version the producer wrote."
-    )
+    schema_version: str = Field(SCHEMA_VERSION, max_length=16, description="Contract version the producer wrote.")
     timestamp: AwareDatetime = Field(description="Event time, ISO 8601 with a timezone.")
 
     @field_validator("timestamp")
@@ -162,9 +158,7 @@ class PredictionEvent(_Event):
 
     @field_validator("slices")
     @classmethod
-    def _slices_within_limits(
-        cls, value: dict[str, str] | None, info: ValidationInfo
-    ) -> dict[str, str] | None:
+    def _slices_within_limits(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
         if value:
             limits = _limits(info)
             if len(value) > limits.max_slices:
@@ -181,9 +175,7 @@ class OutcomeEvent(_Event):
     `outcomes`, key `prediction_id`)."""
 
     prediction_id: Identifier = Field(description="Id of the prediction this outcome belongs to.")
-    model_id: Identifier | None = Field(
-        None, description="Model of that prediction, when the producer knows it."
-    )
+    model_id: Identifier | None = Field(None, description="Model of that prediction, when the producer knows it.")
     label: Label = Field(description="The true class or value.")
 
     @field_validator("label")

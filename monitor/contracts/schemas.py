@@ -44,8 +44,7 @@ def stale_schemas(directory: Path) -> list[str]:
     stale = [
         f"{name}.json"
         for name, model in CONTRACTS.items()
-        if not (directory / f"{name}.json").is_file()
-        or (directory / f"{name}.json").read_text() != render(model)
+        if not (directory / f"{name}.json").is_file() or (directory / f"{name}.json").read_text() != render(model)
     ]
     expected = {f"{name}.json" for name in CONTRACTS}
     stale += sorted(p.name for p in directory.glob("*.json") if p.name not in expected)

@@ -3,11 +3,12 @@
 This is the only door into the monitor: the streaming worker and replay both call `decode`, and
 send what it refuses to the dead letters.
 
->>> decode_prediction(b'{"model_id": "m", "prediction_id": "p", "timestamp": "2024-01-01T00:00:00Z",'
-...                   b' "features": {"age": {"years": 3}}, "prediction": 1}')
-Traceback (most recent call last):
-...
-monitor.contracts.validation.InvalidEvent: features.age: input should be a boolean, a number, a string or null, got {'years': 3}
+>>> try:
+...     decode_prediction(b'{"model_id": "m", "prediction_id": "p", "timestamp": "2024-01-01T00:00:00Z",'
+...                       b' "features": {"age": {"years": 3}}, "prediction": 1}')
+... except InvalidEvent as error:
+...     print(error.reason.value, "|", error)
+schema | features.age: input should be a boolean, a number, a string or null, got {'years': 3}
 """
 
 from __future__ import annotations
@@ -89,9 +90,7 @@ def parse_object(raw: bytes, limits: EventLimits) -> dict:
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(DeadLetterReason.undecodable, f"event: not valid UTF-8 JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise InvalidEvent(
-            DeadLetterReason.undecodable, f"event: expected a JSON object, got {type(data).__name__}"
-        )
+        raise InvalidEvent(DeadLetterReason.undecodable, f"event: expected a JSON object, got {type(data).__name__}")
     return data
 
 

@@ -46,8 +46,8 @@ def is_number(value: Any) -> bool:
 def infer_type(values: Iterable[Any]) -> FeatureType:
     """Numeric when every non-null value is a number (booleans are categories).
 
-    >>> infer_type([1, 2.5, None]), infer_type(["a", 1]), infer_type([True, False])
-    (<FeatureType.numeric: 'numeric'>, <FeatureType.categorical: 'categorical'>, <FeatureType.categorical: 'categorical'>)
+    >>> [infer_type(values).value for values in ([1, 2.5, None], ["a", 1], [True, False])]
+    ['numeric', 'categorical', 'categorical']
     """
     seen = [v for v in values if v is not None]
     return FeatureType.numeric if seen and all(is_number(v) for v in seen) else FeatureType.categorical
@@ -91,11 +91,7 @@ class ReferenceProfile:
     """Row-aligned reservoir: `sample[f][i]` and `sample[g][i]` come from the same row."""
 
     def feature_types(self, include_prediction: bool = False) -> dict[str, str]:
-        return {
-            name: ref.type.value
-            for name, ref in self.features.items()
-            if include_prediction or name != PREDICTION
-        }
+        return {name: ref.type.value for name, ref in self.features.items() if include_prediction or name != PREDICTION}
 
     def numeric_sample(self, name: str) -> np.ndarray:
         """Non-null reference values of a numeric feature."""
@@ -184,16 +180,13 @@ class ReferenceBuilder:
                 self._sample[slot] = row
 
     def _settle_types(self) -> None:
-        names = [
-            name for name in dict.fromkeys(n for row in self._pending for n in row) if name != PREDICTION
-        ]
+        names = [name for name in dict.fromkeys(n for row in self._pending for n in row) if name != PREDICTION]
         self.dropped_features = set(names[self.max_features :])
         names = names[: self.max_features]
         if any(PREDICTION in row for row in self._pending):
             names.append(PREDICTION)
         self._types = {
-            name: self.declared_types.get(name) or infer_type(row.get(name) for row in self._pending)
-            for name in names
+            name: self.declared_types.get(name) or infer_type(row.get(name) for row in self._pending) for name in names
         }
         self._stats = {
             name: NumericStats() if kind is FeatureType.numeric else CategoryStats(self.max_categories)
@@ -210,9 +203,7 @@ class ReferenceBuilder:
             if kind is FeatureType.numeric:
                 numbers = [v for v in column if is_number(v)]
                 nulls = sum(v is None for v in column)
-                stats.update(
-                    np.array(numbers, dtype=float), nulls=nulls, mismatches=len(column) - len(numbers) - nulls
-                )
+                stats.update(np.array(numbers, dtype=float), nulls=nulls, mismatches=len(column) - len(numbers) - nulls)
             else:
                 stats.update([None if v is None else category_text(v) for v in column])
 
@@ -227,9 +218,7 @@ class ReferenceBuilder:
             stats = self._stats[name]
             categories = []
             if isinstance(stats, CategoryStats):
-                categories = [
-                    c for c, _ in sorted(stats.frequencies.items(), key=lambda item: (-item[1], item[0]))
-                ]
+                categories = [c for c, _ in sorted(stats.frequencies.items(), key=lambda item: (-item[1], item[0]))]
             features[name] = FeatureReference(name, kind, stats, categories)
         sample = {
             name: [self._sample_value(row.get(name), kind) for row in self._sample]

@@ -47,9 +47,7 @@ def numeric_column(raw: Sequence[Any]) -> NumericColumn:
             positions.append(position)
         else:
             mismatches += 1
-    return NumericColumn(
-        np.array(values, dtype=float), np.array(positions, dtype=np.int64), nulls, mismatches
-    )
+    return NumericColumn(np.array(values, dtype=float), np.array(positions, dtype=np.int64), nulls, mismatches)
 
 
 def category_codes(raw: Sequence[Any], codes: Mapping[str, int]) -> tuple[np.ndarray, int, int]:

@@ -170,16 +170,11 @@ class DriftMonitor:
             )
         if multivariate:
             matrix = np.column_stack(
-                [
-                    np.array([np.nan if v is None else v for v in reference.sample[n]], dtype=float)
-                    for n in numeric
-                ]
+                [np.array([np.nan if v is None else v for v in reference.sample[n]], dtype=float) for n in numeric]
             )
             self.multivariate_names = numeric
             self.multivariate = [
-                d.fit(
-                    matrix, run_length=run_length, window_size=window_size, seed=_seed("multivariate", d.name)
-                )
+                d.fit(matrix, run_length=run_length, window_size=window_size, seed=_seed("multivariate", d.name))
                 for d in multivariate  # type: ignore[misc]
             ]
         self._open_window()
@@ -250,11 +245,7 @@ class DriftMonitor:
         self.unknown_features += sum(1 for e in events for name in e.features if name not in known)
         numeric_columns: dict[str, np.ndarray] = {}
         for name, feature in self.features.items():
-            raw = (
-                [e.prediction for e in events]
-                if name == PREDICTION
-                else [e.features.get(name) for e in events]
-            )
+            raw = [e.prediction for e in events] if name == PREDICTION else [e.features.get(name) for e in events]
             if feature.type is FeatureType.numeric:
                 column = numeric_column(raw)
                 values, positions = column.values, column.positions
@@ -276,13 +267,9 @@ class DriftMonitor:
                 for alarm in detector.update_many(values):
                     position = int(positions[alarm])
                     feature.alarmed = True
-                    findings.append(
-                        self._sequential_finding(feature, detector, events[position], offsets[position])
-                    )
+                    findings.append(self._sequential_finding(feature, detector, events[position], offsets[position]))
         if self.multivariate:
-            self.multivariate_sample.add(
-                np.column_stack([numeric_columns[n] for n in self.multivariate_names])
-            )
+            self.multivariate_sample.add(np.column_stack([numeric_columns[n] for n in self.multivariate_names]))
         findings.sort(key=lambda f: f.offset if f.offset is not None else -1)
         return findings
 
@@ -296,9 +283,7 @@ class DriftMonitor:
 
     # -- findings -------------------------------------------------------------------------------
 
-    def _evidence(
-        self, detector: Detector, score: float, current_size: int, details: dict[str, Any]
-    ) -> Evidence:
+    def _evidence(self, detector: Detector, score: float, current_size: int, details: dict[str, Any]) -> Evidence:
         assert self.reference is not None
         return Evidence(
             detector=detector.name,
@@ -371,9 +356,7 @@ class DriftMonitor:
                         )
                     )
         if not drifted:
-            findings.append(
-                Finding(feature.kind, self.model.model_id, feature.alert_feature, None, False, at)
-            )
+            findings.append(Finding(feature.kind, self.model.model_id, feature.alert_feature, None, False, at))
         return findings
 
     def _data_quality(self, feature: FeatureMonitor) -> Finding:
@@ -453,9 +436,7 @@ class DriftMonitor:
     def _open_window(self) -> None:
         max_categories = self.config.caps.max_categories
         for feature in self.features.values():
-            feature.stats = (
-                NumericStats() if feature.type is FeatureType.numeric else CategoryStats(max_categories)
-            )
+            feature.stats = NumericStats() if feature.type is FeatureType.numeric else CategoryStats(max_categories)
             feature.sample = ValueSample()
             feature.unseen = feature.out_of_range = 0
             feature.alarmed = False

@@ -65,9 +65,7 @@ class FleetMonitor:
             monitor = self.models[model_id] = ModelMonitor(model_id, self.config)
         return monitor
 
-    def observe(
-        self, events: Sequence[PredictionEvent | OutcomeEvent], offsets: Sequence[int]
-    ) -> list[RaisedAlert]:
+    def observe(self, events: Sequence[PredictionEvent | OutcomeEvent], offsets: Sequence[int]) -> list[RaisedAlert]:
         """Process a batch of validated events in order; alerts in order of their offsets."""
         by_model: dict[str, tuple[list[PredictionEvent], list[int]]] = {}
         for event, offset in zip(events, offsets, strict=True):

@@ -17,9 +17,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_yaml_config_with_environment_override(tmp_path, monkeypatch):
-    path = write(
-        tmp_path, "kafka: {partitions: 3}\nmodels:\n  - model_id: fraud\n    reference: refs/fraud.json\n"
-    )
+    path = write(tmp_path, "kafka: {partitions: 3}\nmodels:\n  - model_id: fraud\n    reference: refs/fraud.json\n")
     monkeypatch.setenv("DRIFTLINE_KAFKA__PARTITIONS", "8")
     monkeypatch.setenv("DRIFTLINE_KAFKA__SASL_PASSWORD", "from-env")
     config = load_config(path)
@@ -30,9 +28,7 @@ def test_yaml_config_with_environment_override(tmp_path, monkeypatch):
 
 
 def test_model_settings_inherit_global_window(tmp_path):
-    path = write(
-        tmp_path, "window: {size_events: 250}\nmodels:\n  - model_id: a\n    window: {size_events: 50}\n"
-    )
+    path = write(tmp_path, "window: {size_events: 250}\nmodels:\n  - model_id: a\n    window: {size_events: 50}\n")
     config = load_config(path)
     assert config.model("a").window.size_events == 50
     assert config.model("unconfigured").window.size_events == 250

@@ -64,9 +64,7 @@ def test_drift_bench_events_validate():
         b' "timestamp": "2024-01-01T00:00:42Z", "features": {"x_num": 0.123456}, "prediction": 0.8123}'
     )
     assert isinstance(decode_any(line), PredictionEvent)
-    outcome = (
-        b'{"prediction_id": "err_abrupt_large_r0-0000042", "label": 1, "timestamp": "2024-01-01T00:02:22.5Z"}'
-    )
+    outcome = b'{"prediction_id": "err_abrupt_large_r0-0000042", "label": 1, "timestamp": "2024-01-01T00:02:22.5Z"}'
     assert isinstance(decode_any(outcome), OutcomeEvent)
 
 
@@ -130,9 +128,7 @@ def test_bad_input_names_field_and_reason(raw, reason, message):
 
 def test_outcome_label_must_be_scalar():
     raw = b'{"prediction_id": "p", "label": [1], "timestamp": "2024-01-01T00:00:00Z"}'
-    with pytest.raises(
-        InvalidEvent, match=r"label: input should be a boolean, a number or a string, got \[1\]"
-    ):
+    with pytest.raises(InvalidEvent, match=r"label: input should be a boolean, a number or a string, got \[1\]"):
         decode_outcome(raw)
 
 
