@@ -143,5 +143,19 @@ def replay(config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path,
     )
 
 
+@main.command()
+@click.option(
+    "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True
+)
+@click.option("--predictions", default=60_000, show_default=True, help="Simulated predictions (3 models).")
+def demo(out_dir: Path, predictions: int) -> None:
+    """Simulated service with planted drift, degradation and a regressing canary; alerts as they fire."""
+    from rich.console import Console
+
+    from monitor.demo import run_demo
+
+    sys.exit(run_demo(out_dir, predictions, Console()))
+
+
 if __name__ == "__main__":
     main()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -69,7 +69,9 @@ def replay(
     alerts_out: Path,
     dead_letters_out: Path,
     progress: bool = False,
+    on_alert: Callable[[dict[str, Any]], None] | None = None,
 ) -> ReplaySummary:
+    """Replay `inputs` through a fresh monitor; `on_alert` sees each alert record as it is written."""
     summary = ReplaySummary()
     fleet = FleetMonitor(config)
     limits = config.limits
@@ -91,7 +93,10 @@ def replay(
             def flush() -> None:
                 for raised in fleet.observe(batch, sequence):
                     line = origin[raised.offset] if raised.offset is not None else None
-                    _write_alert(alerts_file, raised, line, inputs)
+                    record = _alert_record(raised, line, inputs)
+                    alerts_file.write(orjson.dumps(record) + b"\n")
+                    if on_alert is not None:
+                        on_alert(record)
                     summary.alerts[raised.alert.kind.value] += 1
                 batch.clear()
                 sequence.clear()
@@ -127,13 +132,12 @@ def replay(
     return summary
 
 
-def _write_alert(out: BinaryIO, raised: RaisedAlert, line: _Line | None, inputs: Sequence[Path]) -> None:
+def _alert_record(raised: RaisedAlert, line: _Line | None, inputs: Sequence[Path]) -> dict[str, Any]:
     record = raised.alert.model_dump(mode="json")
     record["detected_at_offset"] = None if line is None else line.number
     if len(inputs) > 1 and line is not None:
         record["input"] = str(inputs[line.file_index])
-    out.write(orjson.dumps(record))
-    out.write(b"\n")
+    return record
 
 
 class _progress:

@@ -158,6 +158,49 @@ class ReferenceBuilder:
         self.dropped_features: set[str] = set()
         """Columns beyond `max_features`, not profiled."""
 
+    def to_state(self) -> dict[str, Any]:
+        """A warm-up in progress, JSON-safe (bounded: at most `sample_size` + `INFERENCE_ROWS` rows)."""
+        version, internal, gauss = self._random.getstate()
+        return {
+            "model_id": self.model_id,
+            "declared_types": {name: kind.value for name, kind in self.declared_types.items()},
+            "max_categories": self.max_categories,
+            "max_features": self.max_features,
+            "sample_size": self.sample_size,
+            "source": self.source,
+            "random": [version, list(internal), gauss],
+            "pending": self._pending,
+            "types": None if self._types is None else {name: kind.value for name, kind in self._types.items()},
+            "stats": {name: stats.to_state() for name, stats in self._stats.items()},
+            "sample": self._sample,
+            "n_rows": self.n_rows,
+            "dropped_features": sorted(self.dropped_features),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ReferenceBuilder:
+        builder = cls(
+            state["model_id"],
+            {name: FeatureType(kind) for name, kind in state["declared_types"].items()},
+            max_categories=state["max_categories"],
+            max_features=state["max_features"],
+            sample_size=state["sample_size"],
+            source=state["source"],
+        )
+        version, internal, gauss = state["random"]
+        builder._random.setstate((version, tuple(internal), gauss))
+        builder._pending = list(state["pending"])
+        if state["types"] is not None:
+            builder._types = {name: FeatureType(kind) for name, kind in state["types"].items()}
+            builder._stats = {
+                name: (NumericStats if builder._types[name] is FeatureType.numeric else CategoryStats).from_state(s)
+                for name, s in state["stats"].items()
+            }
+        builder._sample = list(state["sample"])
+        builder.n_rows = state["n_rows"]
+        builder.dropped_features = set(state["dropped_features"])
+        return builder
+
     def add(self, features: Mapping[str, Any], prediction: Any = None) -> None:
         row = dict(features)
         if prediction is not None:

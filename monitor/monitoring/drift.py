@@ -67,6 +67,18 @@ class ValueSample:
             return np.empty(0)
         return np.concatenate(self.chunks)
 
+    def to_state(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "stride": self.stride, "seen": self.seen, "values": self.values().tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ValueSample:
+        sample = cls(state["capacity"])
+        sample.stride, sample.seen = state["stride"], state["seen"]
+        values = np.array(state["values"], dtype=float)
+        if len(values):
+            sample.chunks, sample.kept = [values], len(values)
+        return sample
+
 
 @dataclass
 class FeatureMonitor:
@@ -89,6 +101,47 @@ class FeatureMonitor:
     @property
     def alert_feature(self) -> str | None:
         return None if self.name == PREDICTION else self.name
+
+    def to_state(self) -> dict[str, Any]:
+        assert self.stats is not None
+        return {
+            "type": self.type.value,
+            "kind": self.kind.value,
+            "sequential": [detector_state(d) for d in self.sequential],
+            "tests": [detector_state(d) for d in self.tests],
+            "codes": self.codes,
+            "stats": self.stats.to_state(),
+            "sample": self.sample.to_state(),
+            "unseen": self.unseen,
+            "out_of_range": self.out_of_range,
+            "alarmed": self.alarmed,
+        }
+
+    @classmethod
+    def from_state(cls, name: str, state: dict[str, Any]) -> FeatureMonitor:
+        kind_of_data = FeatureType(state["type"])
+        stats_cls = NumericStats if kind_of_data is FeatureType.numeric else CategoryStats
+        return cls(
+            name=name,
+            type=kind_of_data,
+            kind=AlertKind(state["kind"]),
+            sequential=[restore_detector(d) for d in state["sequential"]],  # type: ignore[misc]
+            tests=[restore_detector(d) for d in state["tests"]],  # type: ignore[misc]
+            codes=dict(state["codes"]),
+            stats=stats_cls.from_state(state["stats"]),
+            sample=ValueSample.from_state(state["sample"]),
+            unseen=state["unseen"],
+            out_of_range=state["out_of_range"],
+            alarmed=state["alarmed"],
+        )
+
+
+def detector_state(detector: Detector) -> dict[str, Any]:
+    return {"name": detector.name, "state": detector.to_state()}
+
+
+def restore_detector(state: dict[str, Any]) -> Detector:
+    return registry.DETECTORS[state["name"]].from_state(state["state"])
 
 
 def _seed(*parts: str) -> int:
@@ -442,3 +495,47 @@ class DriftMonitor:
             feature.alarmed = False
         self.multivariate_sample = ValueSample()
         self._window_start = self._window_end = None
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to resume, JSON-safe. The reference travels without its sample:
+        detectors are already fitted, and the profile's statistics are all the checks need."""
+        return {
+            "events": self.events,
+            "extra_fields": self.extra_fields,
+            "unknown_features": self.unknown_features,
+            "clock": self.clock.to_state(),
+            "reference": None if self.reference is None else {**self.reference.to_dict(), "sample": {}},
+            "builder": None if self._builder is None else self._builder.to_state(),
+            "features": {name: feature.to_state() for name, feature in self.features.items()},
+            "multivariate": [detector_state(d) for d in self.multivariate],
+            "multivariate_names": self.multivariate_names,
+            "multivariate_sample": self.multivariate_sample.to_state(),
+            "multivariate_alarmed": self.multivariate_alarmed,
+            "window_start": None if self._window_start is None else self._window_start.isoformat(),
+            "window_end": None if self._window_end is None else self._window_end.isoformat(),
+        }
+
+    @classmethod
+    def from_state(cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any]) -> DriftMonitor:
+        monitor = cls(model, config)
+        monitor.events, monitor.extra_fields = state["events"], state["extra_fields"]
+        monitor.unknown_features = state["unknown_features"]
+        monitor.clock.restore(state["clock"])
+        if state["reference"] is not None:
+            monitor.reference = ReferenceProfile.from_dict(state["reference"])
+        if state["builder"] is not None:
+            monitor._builder = ReferenceBuilder.from_state(state["builder"])
+        monitor.features = {name: FeatureMonitor.from_state(name, f) for name, f in state["features"].items()}
+        monitor.multivariate = [restore_detector(d) for d in state["multivariate"]]  # type: ignore[misc]
+        monitor.multivariate_names = list(state["multivariate_names"])
+        sample = ValueSample.from_state(state["multivariate_sample"])
+        if sample.kept:
+            sample.chunks = [sample.chunks[0].reshape(-1, len(monitor.multivariate_names))]
+        monitor.multivariate_sample = sample
+        monitor.multivariate_alarmed = state["multivariate_alarmed"]
+        for name in ("window_start", "window_end"):
+            value = state[name]
+            setattr(monitor, f"_{name}", None if value is None else datetime.fromisoformat(value))
+        return monitor

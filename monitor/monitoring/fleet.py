@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.alerts.lifecycle import AlertLifecycle
 from monitor.contracts.alert import Alert
@@ -35,11 +36,19 @@ class RaisedAlert:
 class ModelMonitor:
     """One model: drift monitor and alert lifecycle."""
 
-    def __init__(self, model_id: str, config: MonitorConfig):
+    def __init__(self, model_id: str, config: MonitorConfig, state: dict[str, Any] | None = None):
         model = config.model(model_id)
-        reference = ReferenceProfile.load(model.reference) if model.reference else None
-        self.drift = DriftMonitor(model, config, reference)
         self.lifecycle = AlertLifecycle(config.alerting)
+        if state is None:
+            reference = ReferenceProfile.load(model.reference) if model.reference else None
+            self.drift = DriftMonitor(model, config, reference)
+        else:
+            self.drift = DriftMonitor.from_state(model, config, state["drift"])
+            self.lifecycle.restore(state["lifecycle"])
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe; `ModelMonitor(model_id, config, state)` resumes exactly where this left off."""
+        return {"drift": self.drift.to_state(), "lifecycle": self.lifecycle.to_state()}
 
     def raise_alerts(self, findings: list[Finding]) -> list[RaisedAlert]:
         raised = []
