@@ -267,10 +267,15 @@ class ReferenceBuilder:
             name: [self._sample_value(row.get(name), kind) for row in self._sample]
             for name, kind in self._types.items()
         }
+        # The hash covers exact statistics, categories and the seeded sample, not the KLL sketch,
+        # whose compaction is randomised: the same data gives the same version.
         body = {
             "model_id": self.model_id,
             "n_rows": self.n_rows,
-            "features": {name: ref.to_state() for name, ref in features.items()},
+            "features": {
+                name: {**ref.to_state(), "stats": {k: v for k, v in ref.stats.to_state().items() if k != "sketch"}}
+                for name, ref in features.items()
+            },
             "sample": sample,
         }
         version = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
