@@ -1,0 +1,154 @@
+"""What our CUSUM-type detectors share: parameter checks, the running state, JSON state.
+
+A `CusumDetector` runs one or more one-sided CUSUM components side by side (mean up, mean down,
+scale up, ...). Each has its own calibrated limit; the detector alarms when any component reaches
+its limit, then every component restarts at 0. With one component, `score` and `threshold` are
+that CUSUM and its limit; with several, `score` is the largest `S_c / limit_c` and `threshold`
+is 1.0, and `components()` gives each one's value and limit for the alert evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from typing import Any, Self
+
+import numpy as np
+
+from monitor.detectors._cusum import run_cusum
+from monitor.detectors.base import SequentialDetector
+
+
+def check_run_length(run_length: float, window_size: int | None = None) -> None:
+    if not (isinstance(run_length, int | float) and math.isfinite(run_length) and run_length > 1):
+        raise ValueError(f"Invalid 'run_length' {run_length!r}: it must be a finite number above 1")
+    if window_size is not None and not (isinstance(window_size, int) and window_size > 0):
+        raise ValueError(f"Invalid 'window_size' {window_size!r}: it must be a positive integer")
+
+
+def check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    """`value` as a float in [low, high] (or (low, high] when `low_open`), else a ValueError."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"Invalid {name!r} {value!r}. Valid values are: numbers in {bracket}{low}, {high}]")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, valid: tuple[Any, ...]) -> Any:
+    if value not in valid:
+        raise ValueError(f"Invalid {name!r} {value!r}. Valid values are: {valid}")
+    return value
+
+
+def finite(values: np.ndarray) -> np.ndarray:
+    """Float values without NaN and infinities (the monitor counts missing values elsewhere)."""
+    x = np.asarray(values, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def floats(values: list[float] | np.ndarray) -> list[float]:
+    return [float(v) for v in np.asarray(values, dtype=float).ravel()]
+
+
+class CusumDetector(SequentialDetector):
+    """One or more CUSUM components with calibrated limits; subclasses give the increments."""
+
+    component_names: tuple[str, ...] = ("up",)
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.limits = np.full(len(self.component_names), np.inf)
+        self.state = np.zeros(len(self.component_names))
+        self.n_seen = 0
+        self.n_alarms = 0
+        self.drift_detected = False
+
+    # -- subclasses -------------------------------------------------------------------------
+    @abstractmethod
+    def _increments(self, values: np.ndarray) -> np.ndarray:
+        """Increments (time x components) for a batch of values already cleaned."""
+
+    def _clean(self, values: np.ndarray) -> np.ndarray:
+        return finite(values)
+
+    @abstractmethod
+    def _fitted_state(self) -> dict[str, Any]:
+        """What `fit` learned from the reference, JSON-safe."""
+
+    @abstractmethod
+    def _load_fitted(self, state: dict[str, Any]) -> None: ...
+
+    # -- shared -----------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        return bool(np.isfinite(self.limits).all())
+
+    def _set_limits(self, limits: list[float]) -> None:
+        self.limits = np.asarray(limits, dtype=float)
+        self.threshold = float(self.limits[0]) if len(self.limits) == 1 else 1.0
+        self.state = np.zeros(len(self.limits))
+
+    @property
+    def score(self) -> float:
+        if len(self.limits) == 1:
+            return float(self.state[0])
+        return float(np.max(self.state / self.limits))
+
+    def components(self) -> dict[str, dict[str, float]]:
+        """Each component's current CUSUM and calibrated limit (alert evidence)."""
+        return {
+            name: {"value": float(s), "limit": float(h)}
+            for name, s, h in zip(self.component_names, self.state, self.limits, strict=True)
+        }
+
+    def update_many(self, values: np.ndarray) -> list[int]:
+        """Feed values in order; positions in `values` that raised an alarm. Values the detector
+        cannot use (NaN) are skipped but keep their positions."""
+        if not self.fitted:
+            raise RuntimeError(f"{self.name}: call fit(reference, ...) before update")
+        raw = np.asarray(values).ravel()
+        keep = self._usable(raw)
+        clean = self._clean(raw[keep])
+        if len(clean) == 0:
+            self.drift_detected = False
+            return []
+        alarms, self.state = run_cusum(self._increments(clean), self.state, self.limits)
+        self.n_seen += len(clean)
+        self.n_alarms += len(alarms)
+        self.drift_detected = bool(alarms)
+        if len(clean) != len(raw):
+            positions = np.flatnonzero(keep)
+            alarms = [int(positions[a]) for a in alarms]
+        return alarms
+
+    def _usable(self, raw: np.ndarray) -> np.ndarray:
+        return np.isfinite(raw.astype(float))
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "params": self.params,
+            "threshold": self.threshold if math.isfinite(self.threshold) else None,
+            "reference_size": self.reference_size,
+            "limits": floats(self.limits) if self.fitted else None,
+            "state": floats(self.state),
+            "n_seen": self.n_seen,
+            "n_alarms": self.n_alarms,
+            "fitted": self._fitted_state() if self.fitted else None,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        if state.get("name") != cls.name:
+            raise ValueError(f"state of {state.get('name')!r}, not {cls.name!r}")
+        det = cls(**state["params"])
+        det.reference_size = int(state["reference_size"])
+        if state["fitted"] is not None:
+            det._load_fitted(state["fitted"])
+            det._set_limits(state["limits"])
+            det.state = np.asarray(state["state"], dtype=float)
+        det.n_seen = int(state["n_seen"])
+        det.n_alarms = int(state["n_alarms"])
+        return det
