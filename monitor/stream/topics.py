@@ -1,0 +1,74 @@
+"""Create Driftline's topics at start, idempotently, with the admin client.
+
+Every topic gets `kafka.partitions` partitions and `kafka.replication_factor` replicas. A topic
+that exists already is left alone (Kafka cannot shrink partitions, and the embedded broker
+cannot add them), but `predictions` and `outcomes` must keep the same partition count: the
+join co-partitions them by `prediction_id`, so a difference is an error, not a warning.
+faust creates its own internal topics (repartition, changelog) with the same settings
+(`kafka_settings.faust_settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError, for_code
+
+from monitor.contracts.config import KafkaConfig
+from monitor.stream.kafka_settings import admin_settings
+
+log = logging.getLogger(__name__)
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created or has a layout Driftline cannot work with."""
+
+
+def topic_names(config: KafkaConfig) -> list[str]:
+    """The topics Driftline reads and writes, in the order of `TopicsConfig`."""
+    return list(config.topics.model_dump().values())
+
+
+def ensure_topics(config: KafkaConfig, *, timeout_ms: int = 10_000) -> dict[str, int]:
+    """Create the missing topics; the partition count of every topic, created or not.
+
+    Raises `TopicError` when the broker refuses a topic for another reason than its existence,
+    or when `predictions` and `outcomes` end up with different partition counts."""
+    names = topic_names(config)
+    admin = KafkaAdminClient(**admin_settings(config, client_id="driftline-topics", request_timeout_ms=timeout_ms))
+    try:
+        response = admin.create_topics(
+            {
+                name: {"num_partitions": config.partitions, "replication_factor": config.replication_factor}
+                for name in names
+            },
+            timeout_ms=timeout_ms,
+            raise_errors=False,
+            wait_for_metadata=True,  # new topics can take a moment to show in metadata (KRaft)
+        )
+        for topic in response["topics"]:
+            error = for_code(topic["error_code"])
+            if topic["error_code"] == 0:
+                log.info("created topic %s (%d partitions)", topic["name"], config.partitions)
+            elif error is not TopicAlreadyExistsError:
+                detail = topic.get("error_message") or error.__name__
+                raise TopicError(f"cannot create topic {topic['name']!r}: {detail}")
+        partitions = {
+            topic["name"]: len(topic["partitions"])
+            for topic in admin.describe_topics(names)
+            if topic["error_code"] == 0
+        }
+    finally:
+        admin.close()
+    for name in names:
+        if partitions.get(name, config.partitions) != config.partitions:
+            log.warning("topic %s exists with %d partitions, configured %d", name, partitions[name], config.partitions)
+    predictions, outcomes = config.topics.predictions, config.topics.outcomes
+    if partitions.get(predictions) != partitions.get(outcomes):
+        raise TopicError(
+            f"topics {predictions!r} ({partitions.get(predictions)} partitions) and {outcomes!r} "
+            f"({partitions.get(outcomes)} partitions) must have the same partition count: "
+            "the outcome join is co-partitioned by prediction_id"
+        )
+    return partitions

@@ -1,0 +1,163 @@
+"""`DriftlinePublisher` against the real broker: what it sends is what a plain consumer reads,
+and what it refuses never reaches the topic."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from monitor.client import DriftlinePublisher, InvalidEvent
+from monitor.contracts.config import KafkaConfig
+from monitor.contracts.deadletter import DeadLetterReason
+from monitor.contracts.limits import EventLimits
+from monitor.contracts.validation import decode_outcome, decode_prediction
+from monitor.stream.kafka_settings import consumer_settings
+from monitor.stream.topics import ensure_topics
+
+pytestmark = pytest.mark.broker
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def _read_all(config: KafkaConfig, topic: str, expected: int, timeout: float = 10.0) -> list:
+    """Every record of `topic` from the beginning, once `expected` of them have arrived."""
+    consumer = KafkaConsumer(**consumer_settings(config, enable_auto_commit=False))
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list = []
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_predictions_and_outcomes_arrive_keyed_and_intact(kafka_config):
+    ensure_topics(kafka_config)
+    models = ["fraud", "churn", "credit"]
+    sent_predictions, sent_outcomes = {}, {}
+    with DriftlinePublisher(kafka_config) as publisher:
+        for i in range(300):
+            model_id = models[i % 3]
+            prediction_id = f"{model_id}-{i}"
+            publisher.publish_prediction(
+                model_id=model_id,
+                prediction_id=prediction_id,
+                model_version="v2" if i % 10 == 0 else "v1",
+                timestamp=T0 + timedelta(seconds=i),
+                features={"amount": i * 1.5, "country": ["DE", "FR"][i % 2], "new_device": i % 7 == 0, "age": None},
+                prediction=i % 2,
+                probabilities={"0": 0.25, "1": 0.75},
+                slices={"country": ["DE", "FR"][i % 2]},
+                latency_ms=3.5,
+                request_status="ok",
+            )
+            sent_predictions[prediction_id] = model_id
+            if i % 2 == 0:
+                publisher.publish_outcome(prediction_id=prediction_id, label=1, timestamp=T0 + timedelta(hours=1))
+                sent_outcomes[prediction_id] = 1
+        assert publisher.sent == 450
+    assert publisher.failed == 0
+
+    predictions = _read_all(kafka_config, kafka_config.topics.predictions, len(sent_predictions))
+    assert len(predictions) == len(sent_predictions)
+    partitions_of_model: dict[str, set[int]] = {}
+    for record in predictions:
+        raw = orjson.loads(record.value)
+        assert raw["schema_version"] == "1.0"
+        assert raw["model_version"] in {"v1", "v2"}
+        event = decode_prediction(record.value)
+        assert record.key == event.model_id.encode()
+        assert sent_predictions.pop(event.prediction_id) == event.model_id
+        assert event.features["age"] is None and event.slices == {"country": event.features["country"]}
+        partitions_of_model.setdefault(event.model_id, set()).add(record.partition)
+    assert sent_predictions == {}
+    assert all(len(partitions) == 1 for partitions in partitions_of_model.values())  # one owner per model
+
+    outcomes = _read_all(kafka_config, kafka_config.topics.outcomes, len(sent_outcomes))
+    assert len(outcomes) == len(sent_outcomes) == 150
+    for record in outcomes:
+        assert orjson.loads(record.value)["schema_version"] == "1.0"
+        event = decode_outcome(record.value)
+        assert record.key == event.prediction_id.encode()
+        assert sent_outcomes.pop(event.prediction_id) == event.label
+        assert event.timestamp == T0 + timedelta(hours=1)
+
+
+def _publish_bad_then_sentinel(kafka_config, **bad_fields):
+    """Publish one bad prediction (expecting a refusal), then a good one; read the topic."""
+    valid = {
+        "model_id": "fraud",
+        "prediction_id": "p-bad",
+        "model_version": "v1",
+        "features": {"amount": 1.0},
+        "prediction": 1,
+    }
+    with DriftlinePublisher(kafka_config) as publisher:
+        with pytest.raises(InvalidEvent) as refused:
+            publisher.publish_prediction(**{**valid, **bad_fields})
+        assert publisher.sent == 0
+        publisher.publish_prediction(**{**valid, "prediction_id": "p-sentinel"})
+    records = _read_all(kafka_config, kafka_config.topics.predictions, expected=1)
+    return refused.value, [decode_prediction(r.value).prediction_id for r in records]
+
+
+def test_an_invalid_feature_is_refused_naming_the_field_and_nothing_is_sent(kafka_config):
+    error, on_topic = _publish_bad_then_sentinel(kafka_config, features={"amount": {"currency": "EUR"}})
+    assert str(error).startswith("features.amount: input should be a boolean, a number, a string or null")
+    assert error.reason is DeadLetterReason.schema
+    assert on_topic == ["p-sentinel"]
+
+
+def test_a_naive_timestamp_is_refused_naming_the_field(kafka_config):
+    error, on_topic = _publish_bad_then_sentinel(kafka_config, timestamp=datetime(2024, 5, 1, 12, 0))
+    assert str(error).startswith("timestamp: input should have timezone info")
+    assert on_topic == ["p-sentinel"]
+
+
+def test_a_value_json_cannot_carry_is_refused_naming_the_field(kafka_config):
+    error, on_topic = _publish_bad_then_sentinel(kafka_config, features={"tags": {"a", "b"}})
+    assert str(error).startswith("features.tags:")
+    assert on_topic == ["p-sentinel"]
+
+
+def test_an_oversize_event_is_refused_before_sending():
+    publisher = DriftlinePublisher(
+        bootstrap_servers="127.0.0.1:1", limits=EventLimits(max_event_bytes=512), api_version=(3, 9)
+    )
+    try:
+        with pytest.raises(InvalidEvent, match=r"event: \d+ bytes, over the limit of 512") as refused:
+            publisher.publish_prediction(
+                model_id="m", prediction_id="p", model_version="v1", features={"text": "x" * 600}, prediction=0
+            )
+        assert refused.value.reason is DeadLetterReason.oversize
+        assert publisher.sent == 0
+    finally:
+        publisher.close(timeout=1)
+
+
+def test_timestamp_defaults_to_now_in_utc(kafka_config):
+    before = datetime.now(UTC)
+    with DriftlinePublisher(kafka_config) as publisher:
+        publisher.publish_outcome(prediction_id="p1", label="spam", model_id="mail").get(timeout=10)
+    (record,) = _read_all(kafka_config, kafka_config.topics.outcomes, expected=1)
+    event = decode_outcome(record.value)
+    assert before <= event.timestamp <= datetime.now(UTC)
+    assert event.model_id == "mail" and event.label == "spam"
+
+
+def test_nan_features_travel_as_missing(kafka_config):
+    with DriftlinePublisher(kafka_config) as publisher:
+        publisher.publish_prediction(
+            model_id="m", prediction_id="p", model_version="v1", features={"x": float("nan")}, prediction=0.5
+        ).get(timeout=10)
+    (record,) = _read_all(kafka_config, kafka_config.topics.predictions, expected=1)
+    assert decode_prediction(record.value).features == {"x": None}
