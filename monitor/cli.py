@@ -157,5 +157,16 @@ def demo(out_dir: Path, predictions: int) -> None:
     sys.exit(run_demo(out_dir, predictions, Console()))
 
 
+@main.command()
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=19092, show_default=True, help="Loopback port; 0 picks a free one."
+)
+def broker(port: int) -> None:
+    """Start the embedded Kafka-compatible broker on loopback (development and tests); Ctrl-C stops it."""
+    from monitor.stream.broker import run_broker
+
+    sys.exit(run_broker(port or None))
+
+
 if __name__ == "__main__":
     main()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["conftest_broker"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
