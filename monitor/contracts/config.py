@@ -146,6 +146,18 @@ class EvaluationConfig(_Section):
     slice_min_samples: int = Field(200, gt=0)
     max_latency_ms_p99: float | None = Field(None, gt=0)
     max_request_error_rate: float | None = Field(None, gt=0, le=1)
+    warmup_outcomes: int | None = Field(None, gt=0)
+    """Joined outcomes forming the error and CBPE reference when none is given; default `reference.warmup_events`."""
+    budget_share: float = Field(0.5, gt=0, le=1)
+    """Share of the model's false-alarm budget spent by the evaluation checks, split equally among them."""
+    check_windows: int = Field(10, gt=0)
+    """Canary and slice checks look at the outcomes joined during the last this many windows."""
+    canary_min_samples: int = Field(200, gt=0)
+    """Outcomes each version needs within `check_windows` before the canary test runs."""
+    cbpe_margin: float = Field(0.02, ge=0, lt=1)
+    """Smallest drop of the CBPE-estimated accuracy below the reference worth an alert."""
+    label_coverage_horizon_seconds: float | None = Field(None, gt=0)
+    """Age at which a window's label coverage is judged (`expected_label_coverage`); default `join_ttl_seconds`."""
 
 
 class ModelConfig(_Section):

@@ -1,0 +1,321 @@
+"""Planted degradations give the right alert, controls give none; state survives a restart.
+
+Every scenario runs the monitor's loop (`drive`): predictions into the join store and the
+evaluator, outcomes 100 predictions later, a window closing every 1,000 predictions, under the
+default false-alarm budget unless a test says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from evaluation_streams import active, binary_stream, drive, inactive, scored_stream
+
+from monitor.contracts.alert import AlertKind
+from monitor.contracts.config import MonitorConfig
+from monitor.detectors import registry
+from monitor.evaluation.evaluator import ModelEvaluator
+from monitor.evaluation.join import JoinedOutcome, JoinStore
+
+
+def config(**evaluation) -> MonitorConfig:
+    return MonitorConfig.model_validate({"evaluation": {"warmup_outcomes": 3000, **evaluation}})
+
+
+def setup(cfg: MonitorConfig | None = None) -> tuple[ModelEvaluator, JoinStore]:
+    cfg = cfg or config()
+    return ModelEvaluator("churn", cfg), JoinStore.from_config(cfg)
+
+
+# ---------------------------------------------------------------- error stream
+
+
+def test_error_rate_jump_raises_performance_degradation_with_evidence():
+    rng = np.random.default_rng(11)
+    stream = binary_stream(8000, rng, error_rate=0.10).extend(binary_stream(6000, rng, start=8000, error_rate=0.30))
+    evaluator, store = setup()
+    run = drive(evaluator, store, stream)
+    alarms = active(run.findings, AlertKind.performance_degradation)
+    assert alarms, "the jump from 10% to 30% errors was missed"
+    first = alarms[0]
+    change_offset = run.offsets_of_outcomes[8000]
+    assert change_offset <= first.offset <= run.offsets_of_outcomes[8600]  # found within 600 outcomes
+    evidence = first.evidence
+    assert evidence.detector == "bernoulli_cusum" and evidence.score >= evidence.threshold
+    assert evidence.details["error_rate_reference"] == pytest.approx(0.10, abs=0.02)
+    assert evidence.details["error_rate_recent"] > evidence.details["error_rate_reference"]
+    assert evidence.reference_size == 3000 and evidence.settings_hash
+    assert first.model_version == "all" and first.feature is None
+    # Before the change, the clean checks resolve: inactive findings at each window close.
+    assert len(inactive(run.findings, AlertKind.performance_degradation)) >= 4
+
+
+def test_stationary_error_rate_raises_nothing():
+    rng = np.random.default_rng(12)
+    evaluator, store = setup()
+    run = drive(evaluator, store, binary_stream(14_000, rng, error_rate=0.10))
+    assert not [f for f in run.findings if f.active]
+    assert len(inactive(run.findings, AlertKind.performance_degradation)) >= 10
+    assert evaluator.metrics()["overall"]["accuracy"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_labelled_reference_replaces_the_warm_up():
+    rng = np.random.default_rng(13)
+    evaluator, store = setup()
+    labels = (rng.random(4000) < 0.4).astype(int)
+    wrong = rng.random(4000) < 0.1
+    predictions = np.where(wrong, 1 - labels, labels)
+    evaluator.fit_reference(labels.tolist(), predictions.tolist())
+    assert evaluator.detector is not None and evaluator.reference_size == 4000
+    run = drive(evaluator, store, binary_stream(3000, rng, error_rate=0.35))
+    alarms = active(run.findings, AlertKind.performance_degradation)
+    assert alarms and alarms[0].offset < run.offsets_of_outcomes[500]  # no warm-up to wait for
+
+
+@pytest.mark.skipif("cusum" not in registry.DETECTORS, reason="the numeric cusum detector is not registered")
+def test_regression_mae_jump_raises_performance_degradation():
+    rng = np.random.default_rng(14)
+    evaluator = ModelEvaluator("price", config())
+    records = []
+    for i in range(9000):
+        label = float(rng.normal(100, 10))
+        noise = rng.normal(0, 2.0 if i < 6000 else 6.0)
+        records.append(
+            JoinedOutcome(f"p{i}", "price", "v1", 1e9 + i, label + noise, float("nan"), (), label, 1e9 + i + 60)
+        )
+    findings = evaluator.observe_outcomes(records, offsets=list(range(9000))) + evaluator.flush()
+    alarms = active(findings, AlertKind.performance_degradation)
+    assert alarms and 6000 <= alarms[0].offset < 6500
+    assert alarms[0].evidence.details["mae_recent"] > alarms[0].evidence.details["mae_reference"]
+    assert evaluator.metrics()["overall"]["mae"] > 0
+
+
+# ---------------------------------------------------------------- calibration and CBPE
+
+
+def under_confident(q: np.ndarray) -> np.ndarray:
+    return 0.5 + (q - 0.5) * 0.3
+
+
+def over_confident(q: np.ndarray) -> np.ndarray:
+    logit = np.log(np.clip(q, 1e-6, 1 - 1e-6) / np.clip(1 - q, 1e-6, 1))
+    return 1 / (1 + np.exp(-4 * logit))
+
+
+def calibration_run(reported):
+    rng = np.random.default_rng(21)
+    stream = scored_stream(8000, rng).extend(scored_stream(6000, rng, start=8000, reported=reported))
+    evaluator, store = setup()
+    run = drive(evaluator, store, stream)
+    return evaluator, run
+
+
+def test_calibration_shift_at_unchanged_accuracy_moves_ece_and_log_loss_not_the_error_stream():
+    """Decision (documented in cbpe.py and the report): a calibration shift at unchanged accuracy
+    raises no `performance_degradation` (the error rate did not change); ECE, log loss and Brier
+    move in the metrics; CBPE, which assumes the reference calibration, is fooled before labels
+    arrive: an under-confident shift raises `estimated_performance_drop`, and once labels are in,
+    the estimate-vs-realised record shows the estimator's bias."""
+    evaluator, run = calibration_run(under_confident)
+    windows = evaluator.window_metrics()
+    before = [w["overall"] for w in windows if w["end"] <= 1704067200 + 7999 and w["overall"]["count"] > 500]
+    after = [w["overall"] for w in windows if w["start"] >= 1704067200 + 8000 and w["overall"]["count"] > 500]
+    assert before and after
+    accuracy_before = np.mean([w["accuracy"] for w in before])
+    accuracy_after = np.mean([w["accuracy"] for w in after])
+    assert accuracy_after == pytest.approx(accuracy_before, abs=0.03)
+    assert np.mean([w["ece"] for w in after]) > np.mean([w["ece"] for w in before]) + 0.1
+    assert np.mean([w["log_loss"] for w in after]) > np.mean([w["log_loss"] for w in before]) + 0.05
+    assert not active(run.findings, AlertKind.performance_degradation)
+
+    drops = active(run.findings, AlertKind.estimated_performance_drop)
+    assert drops and all(f.at.timestamp() > 1704067200 + 8000 for f in drops)
+    assert drops[0].evidence.score < drops[0].evidence.threshold
+    report = evaluator.cbpe_report()
+    shifted = [r for r in report["windows"] if r["end"] > 1704067200 + 8000 and r["label_coverage"] > 0.9]
+    assert shifted and all(r["estimated_accuracy"] < r["realised_accuracy"] - 0.05 for r in shifted)
+    clean = [r for r in report["windows"] if r["end"] <= 1704067200 + 8000 and r["label_coverage"] > 0.9]
+    assert clean and all(abs(r["estimated_accuracy"] - r["realised_accuracy"]) < 0.03 for r in clean)
+
+
+def test_over_confident_shift_inflates_the_estimate_and_raises_nothing():
+    evaluator, run = calibration_run(over_confident)
+    assert not [f for f in run.findings if f.active]
+    assert inactive(run.findings, AlertKind.estimated_performance_drop)
+    shifted = [
+        r for r in evaluator.cbpe_report()["windows"] if r["end"] > 1704067200 + 8000 and r["label_coverage"] > 0.9
+    ]
+    assert shifted and all(r["estimated_accuracy"] > r["realised_accuracy"] + 0.03 for r in shifted)
+
+
+def test_cbpe_tracks_a_real_accuracy_drop_before_labels():
+    """Less confident predictions of a still calibrated model: accuracy really drops, and CBPE
+    says so at the window close, long before the labels of that window arrive."""
+    rng = np.random.default_rng(22)
+    harder = scored_stream(4000, rng, start=8000, truth=lambda u: 0.5 + (u - 0.5) * 0.3)  # near 0.5, still calibrated
+    stream = scored_stream(8000, rng).extend(harder)
+    evaluator, store = setup(config())
+    run = drive(evaluator, store, stream, delay=3000)  # labels come 3 windows late
+    drops = active(run.findings, AlertKind.estimated_performance_drop)
+    assert drops and drops[0].at.timestamp() <= 1704067200 + 9000
+    report = evaluator.cbpe_report()
+    assert report["mean_absolute_error"] < 0.03
+
+
+# ---------------------------------------------------------------- canary
+
+
+def test_regressing_canary_raises_canary_regression_for_that_version():
+    rng = np.random.default_rng(31)
+    stream = binary_stream(4000, rng, versions={"v1": 1.0}).extend(
+        binary_stream(8000, rng, start=4000, versions={"v1": 0.8, "v2": 0.2}, error_rate={"v1": 0.10, "v2": 0.25})
+    )
+    evaluator, store = setup()
+    run = drive(evaluator, store, stream)
+    canary = active(run.findings, AlertKind.canary_regression)
+    assert canary and canary[0].model_version == "v2"
+    details = canary[0].evidence.details
+    assert details["baseline_version"] == "v1"
+    assert details["error_rate_canary"] - details["error_rate_baseline"] > 0.02
+    assert details["p_value"] < details["alpha"]
+
+
+def test_equal_canary_raises_nothing():
+    rng = np.random.default_rng(32)
+    stream = binary_stream(20_000, rng, versions={"v1": 0.5, "v2": 0.5}, error_rate=0.10)
+    evaluator, store = setup()
+    run = drive(evaluator, store, stream)
+    assert not active(run.findings, AlertKind.canary_regression)
+    assert inactive(run.findings, AlertKind.canary_regression)
+
+
+@pytest.mark.parametrize(("margin", "expect_alert"), [(0.05, False), (0.0, True)])
+def test_significant_difference_within_the_margin_raises_nothing(margin, expect_alert):
+    """14% vs 10% errors over 20,000 outcomes: very significant, but within a 5-point margin."""
+    rng = np.random.default_rng(33)
+    stream = binary_stream(20_000, rng, versions={"v1": 0.5, "v2": 0.5}, error_rate={"v1": 0.10, "v2": 0.14})
+    cfg = MonitorConfig.model_validate(
+        {
+            "alerting": {"false_alarms_per_model_per_day": 1000.0},
+            "evaluation": {"warmup_outcomes": 3000, "canary_margin": margin, "check_windows": 20},
+        }
+    )
+    evaluator, store = setup(cfg)
+    run = drive(evaluator, store, stream)
+    assert bool(active(run.findings, AlertKind.canary_regression)) == expect_alert
+
+
+# ---------------------------------------------------------------- slices
+
+
+def test_large_slice_regression_alerts_small_one_never_pages():
+    rng = np.random.default_rng(41)
+    slices = {"country": {"DE": 0.6, "FR": 0.39, "LU": 0.01}}
+    stream = binary_stream(4000, rng, slices=slices).extend(
+        binary_stream(8000, rng, start=4000, slices=slices, slice_error_rate={"country=FR": 0.30, "country=LU": 0.60})
+    )
+    evaluator, store = setup()
+    run = drive(evaluator, store, stream)
+    regressed = active(run.findings, AlertKind.slice_regression)
+    assert regressed and {f.slice for f in regressed} == {"country=FR"}
+    evidence = regressed[0].evidence
+    assert evidence.details["error_rate_slice"] - evidence.details["error_rate_overall"] > 0.05
+    assert evidence.current_size >= 200
+    assert not [f for f in run.findings if f.slice == "country=LU"]  # below slice_min_samples: never tested
+    assert inactive(run.findings, AlertKind.slice_regression)  # DE (and FR before the change) checked clean
+    assert evaluator.metrics()["slices"]["country=LU"]["error_rate"] > 0.3  # still measured
+
+
+def test_slices_without_regression_raise_nothing():
+    rng = np.random.default_rng(42)
+    slices = {"country": {"DE": 0.5, "FR": 0.3, "IT": 0.2}, "device": {"ios": 0.5, "android": 0.5}}
+    evaluator, store = setup()
+    run = drive(evaluator, store, binary_stream(12_000, rng, slices=slices))
+    assert not active(run.findings, AlertKind.slice_regression)
+    assert {f.slice for f in inactive(run.findings, AlertKind.slice_regression)} >= {"country=DE", "device=ios"}
+
+
+# ---------------------------------------------------------------- serving and labels
+
+
+def test_slow_version_raises_serving_degradation():
+    rng = np.random.default_rng(51)
+    cfg = config(max_latency_ms_p99=200.0)
+    evaluator, store = setup(cfg)
+    stream = binary_stream(6000, rng, versions={"v1": 0.5, "v2": 0.5}, latency_ms={"v1": 20.0, "v2": 80.0})
+    run = drive(evaluator, store, stream)
+    slow = active(run.findings, AlertKind.serving_degradation)
+    assert slow and {f.model_version for f in slow} == {"v2"}
+    assert slow[0].evidence.score > 200.0
+    fast = binary_stream(6000, rng, versions={"v1": 1.0}, latency_ms={"v1": 20.0})
+    evaluator, store = setup(cfg)
+    run = drive(evaluator, store, fast)
+    assert not active(run.findings, AlertKind.serving_degradation)
+    assert inactive(run.findings, AlertKind.serving_degradation)
+    assert evaluator.metrics()["serving"]["v1"]["latency_ms_p99"] == pytest.approx(20.0 * np.log(100), rel=0.15)
+
+
+@pytest.mark.parametrize(("label_share", "expect_alert"), [(0.5, True), (1.0, False)])
+def test_label_coverage_below_expected_raises_labels_missing(label_share, expect_alert):
+    rng = np.random.default_rng(61)
+    cfg = config(expected_label_coverage=0.9, label_coverage_horizon_seconds=300)
+    evaluator, store = setup(cfg)
+    run = drive(evaluator, store, binary_stream(6000, rng), label_share=label_share, rng=rng)
+    missing = active(run.findings, AlertKind.labels_missing)
+    assert bool(missing) == expect_alert
+    if expect_alert:
+        assert missing[0].evidence.score == pytest.approx(0.5, abs=0.03)
+    else:
+        assert inactive(run.findings, AlertKind.labels_missing)
+
+
+# ---------------------------------------------------------------- state
+
+
+def test_state_round_trip_mid_stream_gives_the_same_findings_and_metrics():
+    rng = np.random.default_rng(71)
+    slices = {"country": {"DE": 0.6, "FR": 0.4}}
+    stream = binary_stream(7000, rng, versions={"v1": 0.7, "v2": 0.3}, slices=slices, latency_ms={"v1": 5.0, "v2": 5.0})
+    stream.extend(
+        binary_stream(5000, rng, start=7000, versions={"v1": 0.7, "v2": 0.3}, slices=slices, error_rate=0.3,
+                      latency_ms={"v1": 5.0, "v2": 5.0})
+    )  # fmt: skip
+    cfg = config(max_latency_ms_p99=100.0)
+    straight, store = setup(cfg)
+    expected = drive(straight, store, stream).findings
+
+    first, second = type(stream)(), type(stream)()
+    first.predictions, first.labels = stream.predictions[:6543], stream.labels[:6543]
+    evaluator, store = setup(cfg)
+    findings = drive(evaluator, store, first).findings
+    # Stop mid-window with outcomes still buffered, restart from JSON, continue.
+    state = json.loads(json.dumps(evaluator.to_state()))
+    store_state = json.loads(json.dumps(store.to_state()))
+    resumed = ModelEvaluator.from_state(state)
+    resumed_store = JoinStore.from_state(store_state, ttl_seconds=cfg.evaluation.join_ttl_seconds)
+    assert resumed.to_state() == state
+    assert resumed_store.pending == store.pending
+    second.predictions, second.labels = stream.predictions[6543:], stream.labels[6543:]
+    # (The split run's outcome timing differs at the cut, so compare the resumed evaluator with
+    # the one that never stopped, both from the same cut.)
+    findings_a = drive(evaluator, store, second).findings
+    findings_b = drive(resumed, resumed_store, second).findings
+    assert findings_a == findings_b
+    metrics_a, metrics_b = evaluator.metrics(), resumed.metrics()
+    # KLL sketches compact at random: latency quantiles agree within the sketch's rank error only.
+    serving_a, serving_b = metrics_a.pop("serving"), metrics_b.pop("serving")
+    assert metrics_a == metrics_b
+    for version, summary in serving_a.items():
+        assert summary["requests"] == serving_b[version]["requests"]
+        assert summary["latency_ms_p50"] == pytest.approx(serving_b[version]["latency_ms_p50"], rel=0.05)
+    assert evaluator.window_metrics() == resumed.window_metrics()
+    assert active(expected, AlertKind.performance_degradation) and active(
+        findings + findings_a, AlertKind.performance_degradation
+    )
+
+
+def test_bad_parameters_fail_in_the_constructor():
+    with pytest.raises(ValueError, match="batch_size"):
+        ModelEvaluator("m", batch_size=0)
