@@ -63,7 +63,8 @@ KIND_SUMMARIES: dict[AlertKind, tuple[str, str]] = {
     ),
     AlertKind.performance_degradation: (
         "Model {{ $labels.model }}: measured performance degraded" + _SLICE,
-        "On predictions joined with their outcomes, the error stream changed or a metric fell below its bound.",
+        "On predictions joined with their outcomes, a calibrated change detector says errors rose above the "
+        "reference's.",
     ),
     AlertKind.estimated_performance_drop: (
         "Model {{ $labels.model }}: estimated (label-free) performance dropped" + _SLICE,
@@ -71,11 +72,12 @@ KIND_SUMMARIES: dict[AlertKind, tuple[str, str]] = {
     ),
     AlertKind.canary_regression: (
         "Model {{ $labels.model }}: a new version is significantly worse than its baseline" + _SLICE,
-        "A canary version's metric is below the baseline version's by more than the margin, significantly.",
+        "A canary version's error is above the baseline version's by more than the margin, significantly.",
     ),
     AlertKind.slice_regression: (
         "Model {{ $labels.model }}: slice {{ $labels.slice }} performs worse than overall",
-        "One slice's metric is below the model's overall metric by more than the margin, with enough samples.",
+        "One slice's error is above the rest of the traffic's by more than the margin, significantly, with "
+        "enough samples.",
     ),
     AlertKind.serving_degradation: (
         "Model {{ $labels.model }}: latency or request errors of a version degraded" + _SLICE,
