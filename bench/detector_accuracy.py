@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import statistics
 import sys
 import time
@@ -61,9 +62,11 @@ def load_bench(path: Path):
     return streams, metrics, (streams.load() if parts else streams.build_base())
 
 
-def alarms_of(name: str, stream, run_length: float, window: int, ref_size: int, seed: int) -> tuple[list[int], float]:
+def alarms_of(
+    name: str, stream, run_length: float, window: int, ref_size: int, seed: int, params: dict | None = None
+) -> tuple[list[int], float]:
     """Alarm indices (stream positions) of one detector, and its fit time in seconds."""
-    det = create(name)
+    det = create(name, **(params or {}))
     reference = stream.values[:ref_size]
     context = {"n_categories": len(stream.categories)} if stream.categories else {}
     t0 = time.perf_counter()
@@ -87,8 +90,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--window", type=int, default=1000)
     ap.add_argument("--detectors", nargs="*", help="only these detectors (default: defaults and extras)")
     ap.add_argument("--no-extras", action="store_true", help="only the product's default detectors")
+    ap.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="constructor parameters, e.g. cusum='{\"mean_shifts\": [0.5]}'",
+    )
     a = ap.parse_args(argv)
 
+    params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in a.param)}
     streams_mod, metrics, streams = load_bench(Path(a.drift_bench).resolve())
     ref_size = streams_mod.REF_SIZE
     if a.streams:
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         run_lengths[cat] = run_length
         combined: list[int] = []
         for name in names:
-            alarms, fit_s = alarms_of(name, st, run_length, a.window, ref_size, seed=st.seed)
+            alarms, fit_s = alarms_of(name, st, run_length, a.window, ref_size, st.seed, params.get(name))
             fit_times[name].append(fit_s)
             sc = metrics.score(alarms, st.n, st.change_point, ref_size)
             results[(cat, name)][st.family].append(sc)

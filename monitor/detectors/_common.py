@@ -83,7 +83,7 @@ class CusumDetector(SequentialDetector):
     # -- shared -----------------------------------------------------------------------------
     @property
     def fitted(self) -> bool:
-        return bool(np.isfinite(self.limits).all())
+        return len(self.limits) > 0 and bool(np.isfinite(self.limits).all())
 
     def _set_limits(self, limits: list[float]) -> None:
         self.limits = np.asarray(limits, dtype=float)
@@ -114,7 +114,11 @@ class CusumDetector(SequentialDetector):
         if len(clean) == 0:
             self.drift_detected = False
             return []
-        alarms, self.state = run_cusum(self._increments(clean), self.state, self.limits)
+        alarms: list[int] = []
+        chunk = max(1024, (1 << 20) // max(1, len(self.limits)))  # bounds the increments matrix
+        for start in range(0, len(clean), chunk):
+            found, self.state = run_cusum(self._increments(clean[start : start + chunk]), self.state, self.limits)
+            alarms += [start + a for a in found]
         self.n_seen += len(clean)
         self.n_alarms += len(alarms)
         self.drift_detected = bool(alarms)

@@ -20,9 +20,9 @@ such as a Brier loss) are accepted and interpolate the two increments.
 >>> detector = BernoulliCusum().fit(reference, run_length=100_000, window_size=1000, seed=0)
 >>> stream = (rng.random(4000) < np.r_[np.full(2000, 0.10), np.full(2000, 0.20)]).astype(float)
 >>> detector.update_many(stream)[:1]   # the error rate doubles at position 2000
-[2195]
+[2183]
 >>> round(detector.baseline_rate, 4), round(detector.threshold, 2)
-(0.1006, 8.29)
+(0.1006, 7.62)
 """
 
 from __future__ import annotations

@@ -86,24 +86,48 @@ def block_length(values: np.ndarray, max_block: int | None = None) -> int:
         return 1
     floor = int(math.ceil(n ** (1 / 3)))
     cap = max(floor, n // 10 if max_block is None else min(max_block, n // 10))
-    x = x - x.mean()
+    last = _last_significant_lag(_autocorrelation(x, min(n // 4, 200)), n)
+    return int(min(cap, max(floor, 3 * last)))
+
+
+def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Sample autocorrelation at lags 1..max_lag."""
+    x = np.asarray(x, dtype=float) - np.mean(x)
     var = float(x @ x)
     if var <= 0:
-        return floor
-    max_lag = min(n // 4, 200)
-    spectrum = np.fft.rfft(x, 2 * n)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum))[1 : max_lag + 1] / var
+        return np.zeros(max_lag)
+    spectrum = np.fft.rfft(x, 2 * len(x))
+    return np.fft.irfft(spectrum * np.conj(spectrum))[1 : max_lag + 1] / var
+
+
+def _last_significant_lag(acf: np.ndarray, n: int) -> int:
+    """Politis and White's rule: the lag before the first run of K insignificant ones."""
     bound = 2.0 * math.sqrt(math.log10(n) / n)
     run = max(5, int(math.sqrt(math.log10(n))))
     insignificant = np.abs(acf) < bound
-    last = 0
-    for lag in range(max_lag - run + 1):
+    for lag in range(len(acf) - run + 1):
         if insignificant[lag : lag + run].all():
-            last = lag  # acf[lag] is lag + 1; the last significant one is `lag`
-            break
-    else:
-        last = max_lag
-    return int(min(cap, max(floor, 3 * last)))
+            return lag
+    return len(acf)
+
+
+def dependence_factor(f_reference: np.ndarray, block: int, slope: np.ndarray, offset: np.ndarray) -> float:
+    """How much autocorrelation lowers the Cramer-Lundberg exponent of a CUSUM on f: the exponent
+    from the reference's block sums in time order over the same from a shuffled copy (1 when f's
+    autocorrelation is not significant). The ratio keeps the dependence and cancels what a few
+    thousand block sums cannot show of independent values' tails. E.g. ~1/3 for the mean of an
+    AR(1) with phi = 0.5, ~1/2.5 for its square."""
+    x = np.asarray(f_reference, dtype=float)
+    n = len(x)
+    if n < 20 or block <= 1 or _last_significant_lag(_autocorrelation(x, min(n // 4, 200)), n) == 0:
+        return 1.0
+    mid = np.array([np.median(slope)]), np.array([np.median(offset)])
+    ordered = lundberg_exponents(block_sums(x, block), block, *mid)[0]
+    shuffled = np.random.default_rng(0).permutation(x)
+    independent = lundberg_exponents(block_sums(shuffled, block), block, *mid)[0]
+    if not (ordered > 0 and independent > 0):
+        return 1.0
+    return float(min(max(ordered / independent, 0.01), 2.0))
 
 
 class Bootstrap:
@@ -145,71 +169,94 @@ class Bootstrap:
         return means.reshape((n_paths,) + f.shape[1:])
 
 
-def excursion_maxima(increments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Heights of the excursions of Page's CUSUM S_t = max(0, S_{t-1} + x_t), S_0 = 0, run on
-    each row of `increments` (paths x time), and the row each excursion belongs to; an excursion
-    is a run of S > 0.
+def excursion_maxima(increments: np.ndarray | None = None, *, cumulative: np.ndarray | None = None):
+    """Heights of the excursions of Page's CUSUM S_t = max(0, S_{t-1} + x_t), S_0 = 0, and the
+    row each excursion starts in; an excursion is a run of S > 0. The rows of `increments` (paths
+    x time) are run one after the other as one long path, so an excursion near a row's end is
+    not cut short. Pass `cumulative` (the row-wise cumulative sums) instead if you have them.
 
-    >>> excursion_maxima(np.array([[1.0, -3.0, 2.0, 1.0, -5.0, 0.5]]))
-    (array([1. , 3. , 0.5]), array([0, 0, 0]))
+    >>> excursion_maxima(np.array([[1.0, -3.0, 2.0], [1.0, -5.0, 0.5]]))
+    (array([1. , 3. , 0.5]), array([0, 0, 1]))
     """
-    inc = np.atleast_2d(np.asarray(increments, dtype=float))
-    cum = np.cumsum(inc, axis=1)
-    floor = np.minimum(np.minimum.accumulate(cum, axis=1), 0.0)
-    s = (cum - floor).ravel()
+    cum = np.cumsum(np.atleast_2d(increments), axis=1) if cumulative is None else cumulative
+    length = cum.shape[1]
+    carry = np.concatenate([[0.0], np.cumsum(cum[:, -1])[:-1]])
+    flat = (cum + carry[:, None]).ravel()
+    floor = np.minimum.accumulate(flat)
+    np.minimum(floor, 0.0, out=floor)
+    s = np.subtract(flat, floor, out=floor)
     positive = s > 0
-    previous = np.empty_like(positive)
-    previous[1:] = positive[:-1]
-    previous[:: inc.shape[1]] = False  # every path starts at S = 0
-    starts = np.flatnonzero(positive & ~previous)
+    starts = np.flatnonzero(positive[1:] > positive[:-1]) + 1
+    if positive[0]:
+        starts = np.concatenate([[0], starts])
     if len(starts) == 0:
         return np.zeros(0), np.zeros(0, dtype=int)
-    return np.maximum.reduceat(s, starts), starts // inc.shape[1]
+    return np.maximum.reduceat(s, starts), starts // length
 
 
 def block_sums(values: np.ndarray, block: int, stride: int | None = None) -> np.ndarray:
     """Sums of `block` consecutive values (circular), starting every `stride` positions."""
     x = np.asarray(values, dtype=float)
     n = len(x)
-    stride = stride or block
+    stride = stride or 1
     cum = np.concatenate([[0.0], np.cumsum(np.concatenate([x, x[: block - 1]]))])
     starts = np.arange(0, n, stride)
     return cum[starts + block] - cum[starts]
+
+
+def _tilt_roots(y: np.ndarray) -> np.ndarray:
+    """Per row of `y`, the theta > 0 with mean(exp(theta * y)) = 1 (0 where none exists)."""
+    n = y.shape[1]
+    mean = y.mean(axis=1)
+    var = np.maximum(y.var(axis=1), 1e-300)
+    ok = (mean < 0) & (y.max(axis=1) > 0)
+    theta = np.where(ok, -2.0 * mean / var, 0.0) * 1.5  # right of the Gaussian guess
+
+    def g(t):  # log mean exp(t * y) per row (stable), and its derivative
+        z = t[:, None] * y
+        top = z.max(axis=1)
+        w = np.exp(z - top[:, None])
+        total = w.sum(axis=1)
+        return top + np.log(total) - math.log(n), np.einsum("ij,ij->i", w, y) / total
+
+    # g is convex with g(0) = 0 and g'(0) < 0: start right of the root, then Newton from the right.
+    for _ in range(60):
+        value, _ = g(theta)
+        low = ok & (value <= 0)
+        if not low.any():
+            break
+        theta = np.where(low, theta * 1.5, theta)
+    for _ in range(30):
+        value, deriv = g(theta)
+        step = np.where(ok & (deriv > 0), value / np.where(deriv > 0, deriv, 1.0), 0.0)
+        theta = theta - step
+        if np.all(np.abs(step) <= 1e-7 * np.maximum(theta, 1e-12)):
+            break
+    return np.where(ok, theta, 0.0)
 
 
 def lundberg_exponents(block_f: np.ndarray, block: int, slope: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Per path b, the theta > 0 with mean_s exp(theta * Y_b(s)) = 1, Y_b(s) = slope_b * F(s) +
     block * offset_b, F the reference's block sums of f: the decay rate of the CUSUM's excursion
     heights (Cramer-Lundberg) for increments slope_b * f(x) + offset_b on block-resampled data.
-    Paths whose increments do not drift down get 0 (no finite limit keeps their alarms rare)."""
-    y = slope[:, None] * block_f[None, :] + block * offset[:, None]
-    n = y.shape[1]
-    mean = y.mean(axis=1)
-    var = np.maximum(y.var(axis=1), 1e-300)
-    ok = (mean < 0) & (y.max(axis=1) > 0)
-    theta = np.where(ok, -2.0 * mean / var, 0.0)  # the Gaussian guess
+    Paths whose increments do not drift down get 0 (no finite limit keeps their alarms rare).
 
-    def g(t):  # log mean exp(t * y), per path, stable
-        z = t[:, None] * y
-        top = z.max(axis=1)
-        w = np.exp(z - top[:, None])
-        total = w.sum(axis=1)
-        return top + np.log(total) - math.log(n), (w * y).sum(axis=1) / total
-
-    # g is convex with g(0) = 0 and g'(0) < 0: start right of the root, then Newton from the right.
-    for _ in range(60):
-        value, _slope = g(theta)
-        low = ok & (value <= 0)
-        if not low.any():
-            break
-        theta = np.where(low, theta * 2.0, theta)
-    for _ in range(30):
-        value, deriv = g(theta)
-        step = np.where(ok & (deriv > 0), value / np.where(deriv > 0, deriv, 1.0), 0.0)
-        theta = theta - step
-        if np.all(np.abs(step) <= 1e-9 * np.maximum(theta, 1e-12)):
-            break
-    return np.where(ok, theta, 0.0)
+    theta_b * |slope_b| depends on offset_b / |slope_b| alone, so roots are found on a grid of
+    that ratio and interpolated: cheap for hundreds of paths.
+    """
+    slope = np.asarray(slope, dtype=float)
+    offset = np.asarray(offset, dtype=float)
+    sign = np.sign(slope)
+    if not (np.all(sign > 0) or np.all(sign < 0)):
+        y = slope[:, None] * block_f[None, :] + block * offset[:, None]
+        return _tilt_roots(y)
+    f = block_f * sign[0]
+    ratio = block * offset / np.abs(slope)
+    grid = np.linspace(ratio.min(), ratio.max(), 5) if np.ptp(ratio) > 0 else ratio[:1]
+    scaled = _tilt_roots(f[None, :] + grid[:, None])  # theta * |slope| at each grid ratio
+    if len(grid) == 1:
+        return np.full(len(slope), scaled[0]) / np.abs(slope)
+    return np.interp(ratio, grid, scaled) / np.abs(slope)
 
 
 def cusum_limit(
@@ -220,13 +267,15 @@ def cusum_limit(
     run_length: float,
     block: int,
     tail_size: int = 200,
+    f_cumulative: np.ndarray | None = None,
 ) -> float:
     """The limit h at which a CUSUM raises one alarm per `run_length` values on data like the
     reference, restarting at 0 after each alarm.
 
     The CUSUM's increments on path b are `slope[b] * f + offset[b]`, f a fixed transform of a value
-    (`f_reference` on the reference, `f_paths` on the bootstrap paths, paths x time), the
-    per-path slope and offset coming from the profile re-estimated on that path's resample.
+    (`f_reference` on the reference, `f_paths` on the bootstrap paths, paths x time, or their
+    row-wise cumulative sums `f_cumulative`, shared by components), the per-path slope and offset
+    coming from the profile re-estimated on that path's resample.
 
     Alarm rate(h) = (excursions reaching h) / values simulated. Where the simulation holds at
     least 20 of them it is read off directly. Beyond, with u the height reached by the
@@ -237,39 +286,48 @@ def cusum_limit(
     """
     slope = np.asarray(slope, dtype=float)
     offset = np.asarray(offset, dtype=float)
-    increments = slope[:, None] * f_paths + offset[:, None]
-    total = increments.size
-    heights, path = excursion_maxima(increments)
+    fcum = np.cumsum(f_paths, axis=1) if f_cumulative is None else f_cumulative
+    n_paths, length = fcum.shape
+    cum = slope[:, None] * fcum
+    cum += offset[:, None] * np.arange(1, length + 1)
+    total = cum.size
+    heights, path = excursion_maxima(cumulative=cum)
     wanted = total / float(run_length)  # exceedances the simulation should show at h
     if len(heights) < 10:
-        return float(np.max(np.cumsum(np.maximum(increments, 0), axis=1), initial=1.0))
-    order = np.argsort(heights)[::-1]
+        return float(np.max(heights, initial=0.0) + 1.0)
     k = int(min(tail_size, max(10, len(heights) // 5), len(heights) - 1))
     if wanted >= min(20, k):
-        return float(heights[order[min(int(wanted), len(heights) - 1)]])
-    u = float(heights[order[k]])
-    counts = np.bincount(path[order[:k]], minlength=len(slope)).astype(float)
-    theta = lundberg_exponents(block_sums(f_reference, block), block, slope, offset)
+        m = min(int(wanted), len(heights) - 1)
+        return float(-np.partition(-heights, m)[m])
+    top = np.argpartition(-heights, k)[: k + 1]
+    top = top[np.argsort(-heights[top])]
+    u = float(heights[top[k]])
+    counts = np.bincount(path[top[:k]], minlength=n_paths).astype(float)
+    # The exponent for independent values, scaled by variance / long-run variance for
+    # autocorrelation (exact for Gaussian AR processes). Block sums would see the dependence
+    # directly, but a few thousand of them miss the rare combinations that set a far tail.
+    f_ref = np.asarray(f_reference, dtype=float)
+    theta = lundberg_exponents(f_ref, 1, slope, offset) * dependence_factor(f_ref, block, slope, offset)
+    if not np.any(theta > 0):
+        return float(heights.max() + 1.0)  # excursions hardly ever grow: the highest seen is rare
     # A resampled profile under which the CUSUM does not drift down (theta ~ 0) would need an
     # infinite limit: the reference is too small to pin the profile. Such paths are floored at
     # a quarter of the median exponent, so the limit stays finite (the rate is then exceeded).
     positive = theta[theta > 0]
-    if len(positive) == 0:
-        return float("inf")
     theta = np.maximum(theta, 0.25 * float(np.median(positive)))
     used = counts > 0
     counts, theta = counts[used], theta[used]
-
-    def excess(h):
-        return float(np.sum(counts * np.exp(-theta * (h - u)))) - wanted
-
-    lo, hi = u, u + 1.0
-    while excess(hi) > 0:
-        lo, hi = hi, u + 2.0 * (hi - u)
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
-    return float(hi)
+    # Solve log sum_b N_b exp(-theta_b x) = log(wanted) for x = h - u >= 0: the left side is
+    # convex and decreasing, so Newton from x = 0 climbs to the root without overshooting.
+    x, target = 0.0, math.log(wanted)
+    for _ in range(50):
+        terms = counts * np.exp(-theta * x)
+        total_terms = float(terms.sum())
+        value = math.log(total_terms) - target
+        if value <= 1e-10:
+            break
+        x += value / (float(terms @ theta) / total_terms)
+    return float(u + x)
 
 
 def tail_quantile(statistics: np.ndarray, exceedance: float) -> float:

@@ -64,6 +64,8 @@ def _windows(values: np.ndarray, size: int):
 ALL = sorted(DETECTORS)
 SEQUENTIAL = [n for n in ALL if issubclass(DETECTORS[n], SequentialDetector)]
 WINDOWED = [n for n in ALL if issubclass(DETECTORS[n], WindowTest)]
+UNCALIBRATED = {"adwin", "page_hinkley"}  # river's own thresholds (monitor.detectors._river)
+CALIBRATED = [n for n in ALL if n not in UNCALIBRATED and n != "unseen_share"]  # unseen: own test
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -79,7 +81,7 @@ def test_finds_a_planted_change(name):
         assert all(det.test(w).drifted for w in _windows(after, 500)), f"{name} missed a drifted window"
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", CALIBRATED)
 def test_stationary_false_alarms_near_the_calibrated_rate(name):
     """run_length 10,000 on 100,000 stationary values: about 10 alarms expected; the tolerance is
     generous (0 to 30) because the rate is an average over references, not a per-reference
@@ -142,4 +144,4 @@ def test_clone_is_unfitted_with_same_settings(name):
     det, _, _ = _fitted(name)
     twin = det.clone()
     assert twin.params == det.params and twin.settings_hash() == det.settings_hash()
-    assert not np.isfinite(twin.threshold)
+    assert twin.reference_size == 0 and det.reference_size > 0

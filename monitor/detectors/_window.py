@@ -1,0 +1,255 @@
+"""What the window tests share: calibration of the threshold on bootstrap windows, binned
+profiles of numeric and categorical references, and the JSON state.
+
+A window test's threshold is the value its statistic exceeds, on windows of `window_size` values
+like the reference, with probability `window_size / run_length`: one false alarm per `run_length`
+values. It is estimated from `N_WINDOWS` block-bootstrap windows, each compared with a profile
+re-estimated from an independent resample of the reference (`N_PROFILES` of them), so the
+profile's own estimation error is in the null distribution as it will be in production (see
+`monitor.detectors.calibration`). Windows of another size `n` get the threshold scaled by how the
+statistic's null spread scales with n (`_spread`), with `n_eff = n N / (n + N)` for statistics
+that compare two samples (N the reference size).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from typing import Any, Self
+
+import numpy as np
+
+from monitor.detectors import calibration
+from monitor.detectors._common import check_run_length
+from monitor.detectors.base import TestResult, WindowTest
+
+MIN_WINDOW = 10
+"""A window with fewer values is not judged (drifted=False, score NaN)."""
+
+
+def effective_size(n: float, reference_size: float) -> float:
+    """Sample size of a two-sample comparison of n values with a reference of N."""
+    return n * reference_size / (n + reference_size)
+
+
+class CalibratedWindowTest(WindowTest):
+    """A window test whose threshold comes from bootstrap windows of the reference."""
+
+    spread_power: float = 0.5
+    """The null statistic scales as n_eff ** -spread_power (0.5 for distances, 1 for divergences,
+    0 for a statistic whose null distribution does not depend on n)."""
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.window_size = 0
+        self.center = 0.0
+        """Value the statistic concentrates on with large windows (0 for distances)."""
+
+    # -- subclasses -------------------------------------------------------------------------
+    @abstractmethod
+    def _learn(self, reference: np.ndarray, context: dict[str, Any]) -> np.ndarray:
+        """Learn the profile from the reference; return the reference cleaned (time order)."""
+
+    @abstractmethod
+    def _null_statistics(self, reference: np.ndarray, boot: calibration.Bootstrap, window_size: int) -> np.ndarray:
+        """The statistic on bootstrap windows compared with re-estimated profiles."""
+
+    @abstractmethod
+    def _statistic(self, window: np.ndarray) -> tuple[float, int, dict[str, Any]]:
+        """Statistic of one window, the number of values it used, and details for the evidence."""
+
+    @abstractmethod
+    def _profile_state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _load_profile(self, state: dict[str, Any]) -> None: ...
+
+    def _block_series(self, reference: np.ndarray) -> np.ndarray:
+        """1-D series whose autocorrelation sets the bootstrap block."""
+        return np.asarray(reference, dtype=float)
+
+    # -- shared -----------------------------------------------------------------------------
+    def fit(self, reference: np.ndarray, *, run_length: float, window_size: int, seed: int = 0, **context: Any) -> Self:
+        check_run_length(run_length, window_size)
+        ref = self._learn(reference, context)
+        self.reference_size = len(ref)
+        self.window_size = window_size
+        boot = calibration.Bootstrap(ref, block=calibration.block_length(self._block_series(ref)), seed=seed)
+        stats = self._null_statistics(ref, boot, window_size)
+        exceedance = min(0.5, window_size / run_length)
+        self.threshold = calibration.tail_quantile(stats, exceedance)
+        return self
+
+    def threshold_for(self, n: int) -> float:
+        """The threshold for a window of n values (the calibrated one for `window_size`)."""
+        if n == self.window_size or self.spread_power == 0:
+            return self.threshold
+        ratio = effective_size(self.window_size, self.reference_size) / effective_size(n, self.reference_size)
+        return self.center + (self.threshold - self.center) * ratio**self.spread_power
+
+    def test(self, window: np.ndarray) -> TestResult:
+        if not math.isfinite(self.threshold):
+            raise RuntimeError(f"{self.name}: call fit(reference, ...) before test")
+        score, n, details = self._statistic(window)
+        details = {"n": n, **details}
+        if n < MIN_WINDOW:
+            return TestResult(float("nan"), self.threshold, False, {**details, "reason": "too few values"})
+        threshold = self.threshold_for(n)
+        return TestResult(float(score), float(threshold), bool(score > threshold), details)
+
+    def to_state(self) -> dict[str, Any]:
+        fitted = math.isfinite(self.threshold)
+        return {
+            "name": self.name,
+            "params": self.params,
+            "threshold": self.threshold if fitted else None,
+            "reference_size": self.reference_size,
+            "window_size": self.window_size,
+            "center": self.center,
+            "profile": self._profile_state() if fitted else None,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        if state.get("name") != cls.name:
+            raise ValueError(f"state of {state.get('name')!r}, not {cls.name!r}")
+        det = cls(**state["params"])
+        det.reference_size = int(state["reference_size"])
+        det.window_size = int(state["window_size"])
+        det.center = float(state["center"])
+        if state["profile"] is not None:
+            det._load_profile(state["profile"])
+            det.threshold = float(state["threshold"])
+        return det
+
+
+def window_histograms(codes: np.ndarray, index: np.ndarray, n_bins: int) -> np.ndarray:
+    """Counts per bin of each row of `index` (positions into `codes`, the bin of each value)."""
+    rows = index.shape[0]
+    flat = codes[index] + (np.arange(rows) * n_bins)[:, None]
+    return np.bincount(flat.ravel(), minlength=rows * n_bins).reshape(rows, n_bins).astype(float)
+
+
+class BinnedWindowTest(CalibratedWindowTest):
+    """A statistic of a window's counts per bin against the reference's counts (numeric values
+    binned at reference quantiles, or categories), vectorised over bootstrap windows."""
+
+    @abstractmethod
+    def _codes(self, values: np.ndarray) -> np.ndarray:
+        """Bin of each value."""
+
+    @abstractmethod
+    def _compare(self, window_counts: np.ndarray, reference_counts: np.ndarray) -> np.ndarray:
+        """Statistic per row, (rows x bins) window counts against (rows x bins) reference counts."""
+
+    n_bins_fitted: int = 0
+    reference_counts: np.ndarray
+
+    def _null_statistics(self, reference: np.ndarray, boot: calibration.Bootstrap, window_size: int) -> np.ndarray:
+        codes = self._codes(reference)
+        bins = self.n_bins_fitted
+        profiles = window_histograms(codes, boot.indices(calibration.N_PROFILES, len(reference)), bins)
+        windows = window_histograms(codes, boot.indices(calibration.N_WINDOWS, window_size), bins)
+        matched = profiles[np.arange(calibration.N_WINDOWS) % calibration.N_PROFILES]
+        return self._compare(windows, matched)
+
+    def _window_counts(self, window: np.ndarray) -> np.ndarray:
+        return np.bincount(self._codes(window), minlength=self.n_bins_fitted).astype(float)
+
+
+class NumericBinnedTest(BinnedWindowTest):
+    """Numeric values binned at reference quantiles (as many bins as distinct quantiles)."""
+
+    def __init__(self, n_bins: int, **params: Any):
+        if not isinstance(n_bins, int) or isinstance(n_bins, bool) or not 2 <= n_bins <= 1000:
+            raise ValueError(f"Invalid 'n_bins' {n_bins!r}. Valid values are: integers in [2, 1000]")
+        super().__init__(n_bins=n_bins, **params)
+        self.n_bins = n_bins
+        self.edges = np.zeros(0)
+        self.low = self.high = self.sd = 0.0
+
+    def _learn(self, reference: np.ndarray, context: dict[str, Any]) -> np.ndarray:
+        ref = np.asarray(reference, dtype=float).ravel()
+        ref = ref[np.isfinite(ref)]
+        if len(ref) < 50:
+            raise ValueError(f"{self.name}: the reference needs at least 50 values, got {len(ref)}")
+        quantiles = np.quantile(ref, np.arange(1, self.n_bins) / self.n_bins)
+        self.edges = np.unique(quantiles)
+        self.n_bins_fitted = len(self.edges) + 1
+        self.low, self.high, self.sd = float(ref.min()), float(ref.max()), float(ref.std())
+        self.reference_counts = np.bincount(self._codes(ref), minlength=self.n_bins_fitted).astype(float)
+        return ref
+
+    def _codes(self, values: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.edges, values, side="right")
+
+    def _statistic(self, window: np.ndarray) -> tuple[float, int, dict[str, Any]]:
+        values = np.asarray(window, dtype=float).ravel()
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            return float("nan"), 0, {}
+        counts = self._window_counts(values)
+        score = float(self._compare(counts[None, :], self.reference_counts[None, :])[0])
+        return score, len(values), {}
+
+    def _profile_state(self) -> dict[str, Any]:
+        return {
+            "edges": self.edges.tolist(),
+            "reference_counts": [int(c) for c in self.reference_counts],
+            "low": self.low,
+            "high": self.high,
+            "sd": self.sd,
+        }
+
+    def _load_profile(self, state: dict[str, Any]) -> None:
+        self.edges = np.asarray(state["edges"], dtype=float)
+        self.n_bins_fitted = len(self.edges) + 1
+        self.reference_counts = np.asarray(state["reference_counts"], dtype=float)
+        self.low, self.high, self.sd = float(state["low"]), float(state["high"]), float(state["sd"])
+
+
+class CategoryCountTest(BinnedWindowTest):
+    """Category codes `0..n_categories-1` (the last: values unseen in the reference)."""
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.n_categories = 0
+
+    def _learn(self, reference: np.ndarray, context: dict[str, Any]) -> np.ndarray:
+        k = context.get("n_categories")
+        if not isinstance(k, int) or k < 2:
+            raise ValueError(f"{self.name}: fit needs n_categories (an int >= 2: the categories and 'unseen')")
+        codes = np.asarray(reference).ravel()
+        codes = codes[np.isfinite(codes.astype(float))].astype(np.int64)
+        codes = codes[codes >= 0]
+        if len(codes) < 50:
+            raise ValueError(f"{self.name}: the reference needs at least 50 values, got {len(codes)}")
+        self.n_categories = self.n_bins_fitted = k
+        codes = self._codes(codes)
+        self.reference_counts = np.bincount(codes, minlength=k).astype(float)
+        return codes
+
+    def _block_series(self, reference: np.ndarray) -> np.ndarray:
+        top = int(np.argmax(self.reference_counts))
+        return (reference == top).astype(float)
+
+    def _codes(self, values: np.ndarray) -> np.ndarray:
+        """Codes beyond the last count as unseen."""
+        return np.minimum(np.asarray(values).astype(np.int64), self.n_categories - 1)
+
+    def _statistic(self, window: np.ndarray) -> tuple[float, int, dict[str, Any]]:
+        codes = np.asarray(window).ravel()
+        codes = codes[np.isfinite(codes.astype(float))].astype(np.int64)
+        codes = codes[codes >= 0]
+        if len(codes) == 0:
+            return float("nan"), 0, {}
+        counts = self._window_counts(codes)
+        score = float(self._compare(counts[None, :], self.reference_counts[None, :])[0])
+        return score, len(codes), {"unseen": int(counts[-1])}
+
+    def _profile_state(self) -> dict[str, Any]:
+        return {"n_categories": self.n_categories, "reference_counts": [int(c) for c in self.reference_counts]}
+
+    def _load_profile(self, state: dict[str, Any]) -> None:
+        self.n_categories = self.n_bins_fitted = int(state["n_categories"])
+        self.reference_counts = np.asarray(state["reference_counts"], dtype=float)
