@@ -62,6 +62,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -186,7 +187,7 @@ class ModelEvaluator:
         model_id: str,
         config: MonitorConfig | None = None,
         *,
-        batch_size: int = 256,
+        batch_size: int = 1024,
         max_report_windows: int = 48,
     ):
         if batch_size < 1:
@@ -277,14 +278,9 @@ class ModelEvaluator:
         self._run = [0.0, 0.0, _NAN]  # outcomes, loss, first outcome time since the detector last restarted
         self._alarmed_since_close = False
         # Buffers.
-        self._o_ptime: list[float] = []
-        self._o_otime: list[float] = []
-        self._o_version: list[int] = []
-        self._o_slices: list[int] = []
-        self._o_pred: list[float] = []
-        self._o_label: list[float] = []
-        self._o_prob: list[float] = []
-        self._o_offset: list[int] = []
+        self._o_rows: list[tuple[float, float, int, int, float, float, float, int]] = []
+        """Buffered outcomes: prediction time, outcome time, version, slices, predicted, actual
+        (class codes or values), positive-class probability, offset (-1: none)."""
         self._o_multi: list[tuple[int, dict[str, float], str]] = []
         self._p_time: list[float] = []
         self._p_prob: list[float] = []
@@ -405,9 +401,10 @@ class ModelEvaluator:
         latency = record.latency_ms
         status = record.request_status
         if latency is not None or status is not None:
-            self._p_serving.append(
-                (self._version(record.model_version), latency, None if status is None else str(status))
-            )
+            version = self._version_code.get(record.model_version)
+            if version is None:
+                version = self._version(record.model_version)
+            self._p_serving.append((version, latency, None if status is None else str(status)))
         if len(self._p_time) >= self.batch_size:
             self._flush_predictions()
         return []
@@ -442,12 +439,12 @@ class ModelEvaluator:
                 if window.cbpe is None:
                     window.cbpe = cbpe.new_window()
                 cbpe.accumulate(window.cbpe, probability[mask], positive[mask])
+        serving = self._open.serving
         for version, latency, status in self._p_serving:
-            stats = self._open.serving.get(version)
+            stats = serving.get(version)
             if stats is None:
-                stats = self._open.serving[version] = ServingStats()
-            stats.add(latency, status)
-            self._serving[version].add(latency, status)
+                stats = serving[version] = ServingStats()
+            stats.add(latency, status)  # folded into the all-time stats when the window closes
         self._p_time.clear()
         self._p_prob.clear()
         self._p_positive.clear()
@@ -465,15 +462,20 @@ class ModelEvaluator:
             self._decide_task(prediction, probability, joined.probabilities)
         label = joined.label
         if self.task == CLASSIFICATION:
+            cache = self._class_cache
             if type(prediction) is float and is_score(prediction):
                 if math.isnan(probability):
                     probability = prediction
                 predicted = self._positive_code if prediction >= 0.5 else self._negative()
             else:
-                predicted = self._class(prediction)
-            actual = self._class(label)
+                predicted = cache.get(prediction)
+                if predicted is None:
+                    predicted = self._class(prediction)
+            actual = cache.get(label)
+            if actual is None:
+                actual = self._class(label)
             if joined.probabilities:
-                self._o_multi.append((len(self._o_pred), joined.probabilities, self._classes[actual]))
+                self._o_multi.append((len(self._o_rows), joined.probabilities, self._classes[actual]))
         else:
             if isinstance(prediction, str | bool) or isinstance(label, str | bool):
                 self.counters["task_mismatches"] += 1
@@ -486,15 +488,10 @@ class ModelEvaluator:
         slices = self._slice_code.get(joined.slices)
         if slices is None:
             slices = self._slices(joined.slices)
-        self._o_ptime.append(joined.prediction_time)
-        self._o_otime.append(joined.outcome_time)
-        self._o_version.append(version)
-        self._o_slices.append(slices)
-        self._o_pred.append(predicted)
-        self._o_label.append(actual)
-        self._o_prob.append(probability)
-        self._o_offset.append(-1 if offset is None else offset)
-        if len(self._o_pred) >= self.batch_size:
+        rows = self._o_rows
+        rows.append((joined.prediction_time, joined.outcome_time, version, slices, predicted, actual, probability,
+                     -1 if offset is None else offset))  # fmt: skip
+        if len(rows) >= self.batch_size:
             return self._flush_outcomes()
         return []
 
@@ -540,20 +537,21 @@ class ModelEvaluator:
         return np.concatenate(groups), np.concatenate(row_parts)
 
     def _flush_outcomes(self) -> list[Finding]:
-        n = len(self._o_pred)
+        n = len(self._o_rows)
         if not n:
             return []
+        table = np.fromiter(chain.from_iterable(self._o_rows), dtype=np.float64, count=8 * n).reshape(n, 8)
         self.counters["outcomes"] += n
-        prediction_time = np.asarray(self._o_ptime)
+        prediction_time = table[:, 0]
         self._first_time = min(self._first_time, float(prediction_time.min()))
-        outcome_time = np.asarray(self._o_otime)
-        versions = np.asarray(self._o_version, dtype=np.int64)
-        slices = np.asarray(self._o_slices, dtype=np.int64)
-        offsets = np.asarray(self._o_offset, dtype=np.int64)
+        outcome_time = table[:, 1]
+        versions = table[:, 2].astype(np.int64)
+        slices = table[:, 3].astype(np.int64)
+        offsets = table[:, 7].astype(np.int64)
         if self.task == CLASSIFICATION:
-            predicted = np.asarray(self._o_pred, dtype=np.int64)
-            actual = np.asarray(self._o_label, dtype=np.int64)
-            probability = np.asarray(self._o_prob)
+            predicted = table[:, 4].astype(np.int64)
+            actual = table[:, 5].astype(np.int64)
+            probability = table[:, 6].copy()
             multi_log_loss = multi_brier = None
             if self._o_multi:
                 multi_log_loss = np.full(n, _NAN)
@@ -573,7 +571,7 @@ class ModelEvaluator:
                 multiclass_log_loss=multi_log_loss, multiclass_brier=multi_brier,
             )  # fmt: skip
         else:
-            batch = OutcomeBatch.regression(np.asarray(self._o_pred), np.asarray(self._o_label))
+            batch = OutcomeBatch.regression(table[:, 4], table[:, 5])
         n_classes = len(self._classes)
         if self.cumulative is None:
             self.cumulative = MetricsAccumulator(self.task or REGRESSION, len(self._scopes), n_classes)
@@ -602,17 +600,17 @@ class ModelEvaluator:
             window.loss += float(batch.loss[mask].sum())
             if position >= self._open.index - self.max_report_windows:
                 if window.metrics is None:
-                    window.metrics = MetricsAccumulator(batch.task)
-                window.metrics.ensure(1 + len(self._versions), n_classes)
+                    window.metrics = MetricsAccumulator(batch.task, 1 + len(self._versions), n_classes)
+                else:
+                    window.metrics.ensure(1 + len(self._versions), n_classes)
                 pick = np.concatenate([mask, mask])
                 window.metrics.update(version_groups[pick], version_rows[pick], batch)
         self._clear_outcome_buffers()
         return self._error_stream(batch, outcome_time, offsets)
 
     def _clear_outcome_buffers(self) -> None:
-        for buffer in (self._o_ptime, self._o_otime, self._o_version, self._o_slices, self._o_pred, self._o_label,
-                       self._o_prob, self._o_offset, self._o_multi):  # fmt: skip
-            buffer.clear()
+        self._o_rows.clear()
+        self._o_multi.clear()
 
     # ------------------------------------------------------------------ reference
 
@@ -821,7 +819,7 @@ class ModelEvaluator:
             end = max(end, self._windows[-1].end)
         closing.end = end
         if not math.isfinite(closing.start):
-            closing.start = min(self._first_time, *self._p_time, *self._o_ptime, end)
+            closing.start = min(self._first_time, *self._p_time, *(row[0] for row in self._o_rows), end)
         self._windows.append(closing)
         self._open = _Window(closing.index + 1, end)
         self._ends = np.append(self._ends, end)
@@ -838,6 +836,8 @@ class ModelEvaluator:
         findings += self._check_canary(horizon, at, offset)
         findings += self._check_slices(horizon, at, offset)
         findings += self._check_labels(end, at, offset)
+        for version, stats in closing.serving.items():
+            self._serving[version].merge(stats)
         closing.serving = {}
         self._trim_windows(end)
         return findings
@@ -1214,10 +1214,18 @@ class ModelEvaluator:
                 for index, scope in enumerate(self._scopes)
                 if scope[0] == "slice"
             },
-            "serving": {name: self._serving[code].summary() for code, name in enumerate(self._versions)},
+            "serving": {name: self._serving_summary(code) for code, name in enumerate(self._versions)},
             "counters": dict(self.counters),
             "error_detector": self.detector.name if self.detector else self.detector_error,
         }
+
+    def _serving_summary(self, version: int) -> dict[str, Any]:
+        """All-time serving stats of a version, including the open window's."""
+        total = ServingStats()
+        total.merge(self._serving[version])
+        if version in self._open.serving:
+            total.merge(self._open.serving[version])
+        return total.summary()
 
     def window_metrics(self, last: int | None = None) -> list[dict[str, Any]]:
         """Per closed window of prediction time (newest last): counts, label coverage so far,
@@ -1313,17 +1321,8 @@ class ModelEvaluator:
             "recent": [self._recent.tolist(), self._recent_count],
             "run": [self._run[0], self._run[1], _finite(self._run[2])],
             "alarmed_since_close": self._alarmed_since_close,
-            "outcome_buffer": [
-                self._o_ptime,
-                self._o_otime,
-                self._o_version,
-                self._o_slices,
-                self._o_pred,
-                [None if math.isnan(p) else p for p in self._o_prob],
-                self._o_label,
-                self._o_offset,
-                [[row, probs, label] for row, probs, label in self._o_multi],
-            ],  # fmt: skip
+            "outcome_buffer": [[*row[:6], _finite(row[6]), row[7]] for row in self._o_rows],
+            "outcome_multi": [[row, probs, label] for row, probs, label in self._o_multi],
             "prediction_buffer": [
                 self._p_time,
                 [None if math.isnan(p) else p for p in self._p_prob],
@@ -1388,11 +1387,8 @@ class ModelEvaluator:
         run = state["run"]
         self._run = [run[0], run[1], _NAN if run[2] is None else run[2]]
         self._alarmed_since_close = state["alarmed_since_close"]
-        ob = state["outcome_buffer"]
-        self._o_ptime, self._o_otime, self._o_version, self._o_slices, self._o_pred = (list(x) for x in ob[:5])
-        self._o_prob = [_NAN if p is None else p for p in ob[5]]
-        self._o_label, self._o_offset = list(ob[6]), list(ob[7])
-        self._o_multi = [(row, probs, label) for row, probs, label in ob[8]]
+        self._o_rows = [(*row[:6], _NAN if row[6] is None else row[6], row[7]) for row in state["outcome_buffer"]]
+        self._o_multi = [(row, probs, label) for row, probs, label in state["outcome_multi"]]
         pb = state["prediction_buffer"]
         self._p_time = list(pb[0])
         self._p_prob = [_NAN if p is None else p for p in pb[1]]

@@ -258,6 +258,8 @@ class JoinStore:
         self._keys: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
         self._key_index: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
         self._key_model: list[int] = []
+        self._key_info: list[tuple[str, str, tuple[tuple[str, str], ...], int, list[int], list[float]]] = []
+        """Per key: model, version, slices, model index, the model's counters and delay buffer."""
         self._raw_keys: dict[tuple, int] = {}
         """Cache: (model, version, slices items as given) -> key."""
         self._slice_values: dict[tuple[str, str], set[str]] = {}
@@ -276,6 +278,9 @@ class JoinStore:
         self._tombs: dict[str, int] = {}
         self._tomb_buckets: dict[int, list[str]] = {}
         self._tomb_heap: list[int] = []
+        self._tomb_current: list[str] = []
+        self._tomb_current_start = math.inf
+        self._tomb_current_end = -math.inf
 
     # ------------------------------------------------------------------ predictions
 
@@ -403,23 +408,59 @@ class JoinStore:
         slot = self._index.pop(prediction_id, None)
         if slot is None:
             return self._unmatched_outcome(prediction_id, label, timestamp, model_id)
+        # The hot path, inlined: read the slot, free it, count, remember the id, build the record.
         key = self._key[slot]
         prediction_time = self._time[slot]
-        kind = self._kind[slot]
-        value = self._pred[slot]
-        probability = self._prob[slot]
-        multi = self._multi.pop(slot, None) if self._multi else None
         self._pid[slot] = None
         self._free.append(slot)
-        counters = self._counters[self._key_model[key]]
+        model, version, slices, m, counters, delays = self._key_info[key]
         counters[_OUTCOMES] += 1
-        if timestamp - prediction_time > self.ttl:
+        delay = timestamp - prediction_time
+        if delay > self.ttl:
             counters[_EXPIRED] += 1
             counters[_AFTER_EXPIRY] += 1
-            self._tombstone(prediction_id, self._key_model[key] * 4 + _TOMB_EXPIRED)
+            if self._multi:
+                self._multi.pop(slot, None)
+            self._tombstone(prediction_id, m * 4 + _TOMB_EXPIRED)
             return None
-        probs = self._decode_multi(multi) if multi is not None else None
-        return self._joined(prediction_id, key, prediction_time, kind, value, probability, probs, label, timestamp)
+        counters[_JOINED] += 1
+        if delay < 0:
+            counters[_NEG_DELAY] += 1
+            delay = 0.0
+        delays.append(delay)
+        if len(delays) >= 4096:
+            self._flush_delays(m)
+        if self.max_tombstones:
+            self._tombs[prediction_id] = m * 4 + _TOMB_JOINED
+            if self._tomb_current_end > self._watermark >= self._tomb_current_start:
+                self._tomb_current.append(prediction_id)
+            else:
+                self._tomb_bucket_of_now().append(prediction_id)
+            if len(self._tombs) > self.max_tombstones and len(self._tomb_heap) > 1:
+                self._drop_tomb_bucket(heapq.heappop(self._tomb_heap))
+        kind = self._kind[slot]
+        value = self._pred[slot]
+        if kind == _INT:
+            prediction: Any = int(value)
+        elif kind == _FLOAT:
+            prediction = value
+        elif kind == _BOOL:
+            prediction = value != 0.0
+        else:
+            prediction = self._strings[int(value)]
+        multi = self._multi.pop(slot, None) if self._multi else None
+        return JoinedOutcome(
+            prediction_id,
+            model,
+            version,
+            prediction_time,
+            prediction,
+            self._prob[slot],
+            slices,
+            label,
+            timestamp,
+            None if multi is None else self._decode_multi(multi),
+        )
 
     def _joined(
         self,
@@ -433,24 +474,21 @@ class JoinStore:
         label: Any,
         outcome_time: float,
     ) -> JoinedOutcome:
-        model, version, slices = self._keys[key]
-        m = self._key_model[key]
-        counters = self._counters[m]
+        model, version, slices, m, counters, buffer = self._key_info[key]
         counters[_JOINED] += 1
         delay = outcome_time - prediction_time
         if delay < 0:
             counters[_NEG_DELAY] += 1
             delay = 0.0
-        buffer = self._delay_buffer[m]
         buffer.append(delay)
-        if len(buffer) >= 1024:
+        if len(buffer) >= 4096:
             self._flush_delays(m)
         if self.max_tombstones:
             self._tombstone(prediction_id, m * 4 + _TOMB_JOINED)
-        if kind == _FLOAT:
-            prediction: Any = value
-        elif kind == _INT:
-            prediction = int(value)
+        if kind == _INT:
+            prediction: Any = int(value)
+        elif kind == _FLOAT:
+            prediction = value
         elif kind == _BOOL:
             prediction = value != 0.0
         else:
@@ -548,6 +586,14 @@ class JoinStore:
         if not self.max_tombstones or self._watermark == -math.inf:
             return
         self._tombs[prediction_id] = code
+        if self._tomb_current_end > self._watermark >= self._tomb_current_start:
+            self._tomb_current.append(prediction_id)  # the common case: the bucket of "now"
+        else:
+            self._tomb_bucket_of_now().append(prediction_id)
+        if len(self._tombs) > self.max_tombstones and len(self._tomb_heap) > 1:
+            self._drop_tomb_bucket(heapq.heappop(self._tomb_heap))
+
+    def _tomb_bucket_of_now(self) -> list[str]:
         bucket_id = int(self._watermark // self._tomb_width)
         bucket = self._tomb_buckets.get(bucket_id)
         if bucket is None:
@@ -556,13 +602,17 @@ class JoinStore:
             self._next_expiry = min(
                 self._next_expiry, (self._tomb_heap[0] + 1) * self._tomb_width + self.tombstone_seconds
             )
-        bucket.append(prediction_id)
-        if len(self._tombs) > self.max_tombstones and len(self._tomb_heap) > 1:
-            self._drop_tomb_bucket(heapq.heappop(self._tomb_heap))
+        self._tomb_current = bucket
+        self._tomb_current_start = bucket_id * self._tomb_width
+        self._tomb_current_end = (bucket_id + 1) * self._tomb_width
+        return bucket
 
     def _drop_tomb_bucket(self, bucket_id: int) -> None:
         tombs = self._tombs
-        for prediction_id in self._tomb_buckets.pop(bucket_id):
+        bucket = self._tomb_buckets.pop(bucket_id)
+        if bucket is self._tomb_current:
+            self._tomb_current_start, self._tomb_current_end = math.inf, -math.inf
+        for prediction_id in bucket:
             tombs.pop(prediction_id, None)
 
     # ------------------------------------------------------------------ interning
@@ -625,6 +675,7 @@ class JoinStore:
             key = self._key_index[full] = len(self._keys)
             self._keys.append(full)
             self._key_model.append(m)
+            self._key_info.append((*full, m, self._counters[m], self._delay_buffer[m]))
         if raw is not None and self._counters[m][_SLICE_OVER] == over and self._models[m] == raw[0]:
             if len(self._raw_keys) >= 2 * self.max_keys:
                 self._raw_keys.clear()
@@ -748,13 +799,16 @@ class JoinStore:
         self._init_state()
         for model in state["models"]:
             self._model(model)
-        self._counters = [list(c) for c in state["counters"]]
+        for m, counts in enumerate(state["counters"]):
+            self._counters[m][:] = counts
         self._delays = [kll_doubles_sketch.deserialize(base64.b64decode(s)) for s in state["delays"]]
         for m, (model, version, pairs) in enumerate(state["keys"]):
             full = (model, version, tuple((name, value) for name, value in pairs))
             self._key_index[full] = m
             self._keys.append(full)
-            self._key_model.append(self._model_index[model])
+            m_index = self._model_index[model]
+            self._key_model.append(m_index)
+            self._key_info.append((*full, m_index, self._counters[m_index], self._delay_buffer[m_index]))
         for text in state["strings"]:
             self._intern_string(text)
         for names in state["class_sets"]:

@@ -64,7 +64,7 @@ def auc_bins(probability: np.ndarray, bins: int = AUC_BINS) -> np.ndarray:
     [0, 256, 511]
     """
     p = np.clip(probability, 1e-12, 1 - 1e-12)
-    logit = np.log(p) - np.log1p(-p)
+    logit = np.log(p / (1 - p))
     index = np.floor((logit + AUC_LOGIT_RANGE) * (bins / (2 * AUC_LOGIT_RANGE)))
     return np.clip(index, 0, bins - 1).astype(np.int64)
 
@@ -142,12 +142,17 @@ class OutcomeBatch:
         if probability is not None and positive is not None:
             probability = np.asarray(probability, dtype=np.float64)
             has = ~np.isnan(probability)
-            if has.any():
-                p = np.where(has, probability, 0.5)
+            every = bool(has.all())
+            if every or has.any():
+                p = probability if every else np.where(has, probability, 0.5)
                 y = (actual == positive).astype(np.float64)
                 clipped = np.clip(p, PROBABILITY_EPS, 1 - PROBABILITY_EPS)
-                log_loss = np.where(has, -(y * np.log(clipped) + (1 - y) * np.log1p(-clipped)), 0.0)
-                brier = np.where(has, (p - y) ** 2, 0.0)
+                # Probability given to what happened: p for a positive, 1 - p for a negative.
+                log_loss = -np.log(np.where(y > 0, clipped, 1 - clipped))
+                brier = (p - y) ** 2
+                if not every:
+                    log_loss[~has] = 0.0
+                    brier[~has] = 0.0
                 batch.probability = p
                 batch.positive_label = y
                 batch.reliability_bin = np.minimum((p * RELIABILITY_BINS).astype(np.int64), RELIABILITY_BINS - 1)
@@ -217,18 +222,21 @@ class MetricsAccumulator:
 
     def ensure(self, n_groups: int, n_classes: int = 0) -> None:
         """Grow to at least `n_groups` groups and `n_classes` classes."""
-        grow_groups = max(0, n_groups - self.n_groups)
-        grow_classes = max(0, n_classes - self.n_classes) if self.task == CLASSIFICATION else 0
-        if not grow_groups and not grow_classes:
+        groups = max(n_groups, self.n_groups)
+        classes = max(n_classes, self.n_classes) if self.task == CLASSIFICATION else 0
+        if groups == self.n_groups and classes == self.n_classes:
             return
         for name in self._arrays():
             value = getattr(self, name)
-            pad = [(0, grow_groups)] + [(0, 0)] * (value.ndim - 1)
+            shape = list(value.shape)
+            shape[0] = groups
             if name in ("true_positive", "predicted", "actual"):
-                pad[1] = (0, grow_classes)
-            setattr(self, name, np.pad(value, pad))
-        self.n_groups += grow_groups
-        self.n_classes += grow_classes
+                shape[1] = classes
+            grown = np.zeros(shape)
+            grown[tuple(slice(0, s) for s in value.shape)] = value
+            setattr(self, name, grown)
+        self.n_groups = groups
+        self.n_classes = classes
 
     def update(self, groups: np.ndarray, rows: np.ndarray, batch: OutcomeBatch) -> None:
         """Add row `rows[i]` of `batch` to group `groups[i]` (a row may be in several groups)."""
@@ -245,30 +253,34 @@ class MetricsAccumulator:
             return
         k = self.n_classes
         size = g_count * k
-        predicted = batch.predicted[rows]
-        actual = batch.actual[rows]
-        self.predicted += np.bincount(groups * k + predicted, minlength=size).reshape(g_count, k)
-        self.actual += np.bincount(groups * k + actual, minlength=size).reshape(g_count, k)
-        self.true_positive += np.bincount(groups * k + actual, weights=1.0 - loss, minlength=size).reshape(g_count, k)
-        has = batch.has_probability[rows]
+        base = groups * k
+        self.predicted += np.bincount(base + batch.predicted[rows], minlength=size).reshape(g_count, k)
+        actual_index = base + batch.actual[rows]
+        self.actual += np.bincount(actual_index, minlength=size).reshape(g_count, k)
+        self.true_positive += np.bincount(actual_index, weights=1.0 - loss, minlength=size).reshape(g_count, k)
+        has = batch.has_probability
         if not has.any():
             return
-        self.n_probability += np.bincount(groups, weights=has, minlength=g_count)
+        if batch.probability is not None and batch.multiclass_only is None and has.all():
+            g, r = groups, rows  # the common case: every row has a binary probability
+            self.n_probability += np.bincount(g, minlength=g_count)
+        else:
+            self.n_probability += np.bincount(groups, weights=has[rows], minlength=g_count)
+            binary = has if batch.multiclass_only is None else has & ~batch.multiclass_only
+            keep = binary[rows]
+            g, r = groups[keep], rows[keep]
         self.log_loss += np.bincount(groups, weights=batch.log_loss[rows], minlength=g_count)
         self.brier += np.bincount(groups, weights=batch.brier[rows], minlength=g_count)
-        if batch.probability is None:
+        if batch.probability is None or not len(g):
             return
-        binary = has if batch.multiclass_only is None else has & ~batch.multiclass_only[rows]
-        g = groups[binary]
-        r = rows[binary]
-        p = batch.probability[r]
-        y = batch.positive_label[r]
         bins = RELIABILITY_BINS
         index = g * bins + batch.reliability_bin[r]
         size = g_count * bins
-        self.reliability[:, 0, :] += np.bincount(index, minlength=size).reshape(g_count, bins)
-        self.reliability[:, 1, :] += np.bincount(index, weights=p, minlength=size).reshape(g_count, bins)
-        self.reliability[:, 2, :] += np.bincount(index, weights=y, minlength=size).reshape(g_count, bins)
+        reliability = self.reliability
+        reliability[:, 0, :] += np.bincount(index, minlength=size).reshape(g_count, bins)
+        reliability[:, 1, :] += np.bincount(index, weights=batch.probability[r], minlength=size).reshape(g_count, bins)
+        y = batch.positive_label[r]
+        reliability[:, 2, :] += np.bincount(index, weights=y, minlength=size).reshape(g_count, bins)
         b = self.auc_bin_count
         index = (g * 2 + y.astype(np.int64)) * b + batch.auc_bin[r]
         self.auc += np.bincount(index, minlength=g_count * 2 * b).reshape(g_count, 2, b)
