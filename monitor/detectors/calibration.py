@@ -204,20 +204,22 @@ def block_sums(values: np.ndarray, block: int, stride: int | None = None) -> np.
     return cum[starts + block] - cum[starts]
 
 
-def _tilt_roots(y: np.ndarray) -> np.ndarray:
-    """Per row of `y`, the theta > 0 with mean(exp(theta * y)) = 1 (0 where none exists)."""
-    n = y.shape[1]
-    mean = y.mean(axis=1)
-    var = np.maximum(y.var(axis=1), 1e-300)
+def _tilt_roots(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per row of `y`, the theta > 0 with mean(exp(theta * y)) = 1 (0 where none exists); the
+    mean weighted by `weights` (counts of the columns' values) when given."""
+    w0 = np.full(y.shape[1], 1.0 / y.shape[1]) if weights is None else weights / weights.sum()
+    mean = y @ w0
+    var = np.maximum((y - mean[:, None]) ** 2 @ w0, 1e-300)
     ok = (mean < 0) & (y.max(axis=1) > 0)
     theta = np.where(ok, -2.0 * mean / var, 0.0) * 1.5  # right of the Gaussian guess
+    log_w0 = np.log(w0)
 
     def g(t):  # log mean exp(t * y) per row (stable), and its derivative
-        z = t[:, None] * y
+        z = t[:, None] * y + log_w0
         top = z.max(axis=1)
         w = np.exp(z - top[:, None])
         total = w.sum(axis=1)
-        return top + np.log(total) - math.log(n), np.einsum("ij,ij->i", w, y) / total
+        return top + np.log(total), np.einsum("ij,ij->i", w, y) / total
 
     # g is convex with g(0) = 0 and g'(0) < 0: start right of the root, then Newton from the right.
     for _ in range(60):
@@ -235,6 +237,23 @@ def _tilt_roots(y: np.ndarray) -> np.ndarray:
     return np.where(ok, theta, 0.0)
 
 
+def _compress(values: np.ndarray, exact: int = 256, middle: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and their counts; with many values, the `exact` lowest and highest kept
+    as they are (they set an exponential moment) and the middle averaged into `middle` groups."""
+    f, counts = np.unique(values, return_counts=True)
+    if len(f) <= 2 * exact + middle:
+        return f, counts.astype(float)
+    order = np.sort(np.asarray(values, dtype=float))
+    inner = order[exact:-exact]
+    starts = (np.arange(middle) * len(inner)) // middle
+    sizes = np.diff(np.append(starts, len(inner))).astype(float)
+    means = np.add.reduceat(inner, starts) / sizes
+    return (
+        np.concatenate([order[:exact], means, order[-exact:]]),
+        np.concatenate([np.ones(exact), sizes, np.ones(exact)]),
+    )
+
+
 def lundberg_exponents(block_f: np.ndarray, block: int, slope: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Per path b, the theta > 0 with mean_s exp(theta * Y_b(s)) = 1, Y_b(s) = slope_b * F(s) +
     block * offset_b, F the reference's block sums of f: the decay rate of the CUSUM's excursion
@@ -250,10 +269,10 @@ def lundberg_exponents(block_f: np.ndarray, block: int, slope: np.ndarray, offse
     if not (np.all(sign > 0) or np.all(sign < 0)):
         y = slope[:, None] * block_f[None, :] + block * offset[:, None]
         return _tilt_roots(y)
-    f = block_f * sign[0]
+    f, counts = _compress(block_f * sign[0])
     ratio = block * offset / np.abs(slope)
     grid = np.linspace(ratio.min(), ratio.max(), 5) if np.ptp(ratio) > 0 else ratio[:1]
-    scaled = _tilt_roots(f[None, :] + grid[:, None])  # theta * |slope| at each grid ratio
+    scaled = _tilt_roots(f[None, :] + grid[:, None], counts.astype(float))  # theta * |slope| per grid ratio
     if len(grid) == 1:
         return np.full(len(slope), scaled[0]) / np.abs(slope)
     return np.interp(ratio, grid, scaled) / np.abs(slope)

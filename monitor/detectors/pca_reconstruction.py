@@ -6,7 +6,9 @@ is the mean squared part of its standardised values that those components do not
 a window's score is the mean error of its rows. When two features that moved together start
 moving apart, rows leave the plane the reference lived in and the error rises, although neither
 feature's own distribution changed (univariate tests cannot see it). Missing values (NaN) are
-imputed with the reference means, so they add no error.
+imputed with the reference means: missing as often as in the reference, they change nothing;
+a feature correlated with others and missing from most rows raises the error (its mean no longer
+follows its partners), which the null-rate check on that feature explains.
 
 The components are fitted on one half of the reference and the threshold calibrated on block
 bootstrap windows of the other half, scored exactly as live windows are (`_learn`).
