@@ -260,6 +260,8 @@ class ModelEvaluator:
         """Windows below this index have had their metrics dropped."""
         self._first_time = math.inf
         """Earliest prediction time seen: the start of the first window."""
+        self._cbpe_from = 0
+        """Windows below this index are estimated already: late predictions no longer count in CBPE."""
         self._period = np.zeros((3, 1))
         self._ring: deque[np.ndarray] = deque(maxlen=self.evaluation.check_windows)
         # Reference: warm-up losses and CBPE samples.
@@ -435,7 +437,7 @@ class ModelEvaluator:
             if window is None:
                 continue
             window.predictions += int(mask.sum())
-            if cbpe is not None:
+            if cbpe is not None and position >= self._cbpe_from:
                 if window.cbpe is None:
                     window.cbpe = cbpe.new_window()
                 cbpe.accumulate(window.cbpe, probability[mask], positive[mask])
@@ -824,11 +826,14 @@ class ModelEvaluator:
         self._open = _Window(closing.index + 1, end)
         self._ends = np.append(self._ends, end)
         # Buffered events now fall on the right side of the new boundary.
+        self._cbpe_from = closing.index
         self._flush_predictions()
+        self._cbpe_from = self._open.index
         findings = self._flush_outcomes()
         at = _time(end)
         findings += self._check_error_stream(at, offset)
         findings += self._check_cbpe(closing, at, offset)
+        closing.cbpe = None  # estimated: the window's CBPE sums are no longer needed
         findings += self._check_serving(closing, at, offset)
         self._ring.append(self._period)
         self._period = np.zeros((3, len(self._scopes)))
@@ -1369,6 +1374,7 @@ class ModelEvaluator:
         self._ends = np.asarray([w.end for w in self._windows], dtype=np.float64)
         self._tracked_from = -math.inf if state["tracked_from"] is None else state["tracked_from"]
         self._trimmed = state["trimmed"]
+        self._cbpe_from = self._open.index
         self._first_time = math.inf if state["first_time"] is None else state["first_time"]
         self._period = np.asarray(state["period"], dtype=np.float64).reshape(3, -1)
         self._ring = deque((np.asarray(p, dtype=np.float64).reshape(3, -1) for p in state["ring"]),

@@ -8,6 +8,7 @@ default false-alarm budget unless a test says otherwise.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -319,3 +320,112 @@ def test_state_round_trip_mid_stream_gives_the_same_findings_and_metrics():
 def test_bad_parameters_fail_in_the_constructor():
     with pytest.raises(ValueError, match="batch_size"):
         ModelEvaluator("m", batch_size=0)
+
+
+# ---------------------------------------------------------------- API details and bounds
+
+
+def joined_records(n: int, rng: np.random.Generator, **fields) -> list[JoinedOutcome]:
+    label = (rng.random(n) < 0.4).astype(int)
+    prediction = np.where(rng.random(n) < 0.1, 1 - label, label)
+    p1 = np.where(prediction == 1, 0.8, 0.2)
+    return [
+        JoinedOutcome(
+            f"p{i}",
+            "churn",
+            fields.get("version", "v1"),
+            1e9 + i,
+            int(prediction[i]),
+            float(p1[i]),
+            fields.get("slices", ()),
+            int(label[i]),
+            1e9 + i + 60,
+        )  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def test_batch_and_single_calls_agree_and_metrics_report_every_scope():
+    rng = np.random.default_rng(81)
+    records = joined_records(5000, rng, slices=(("country", "DE"),))
+    one, many = ModelEvaluator("churn", config()), ModelEvaluator("churn", config(), batch_size=7)
+    findings_one = [f for i, r in enumerate(records) for f in one.observe_outcome(r, i)] + one.flush()
+    findings_many = many.observe_outcomes(records, list(range(5000))) + many.flush()
+    assert findings_one == findings_many
+    assert one.metrics() == many.metrics()
+    report = one.metrics()
+    assert set(report) >= {"overall", "versions", "slices", "serving", "counters", "task"}
+    assert report["versions"]["v1"]["count"] == report["slices"]["country=DE"]["count"] == 5000
+    assert report["overall"]["reliability"][12][2] > 0  # p = 0.8 falls in bin [0.8, 0.867)
+
+
+def test_versions_classes_and_slice_values_over_their_caps_are_bounded_and_counted():
+    cfg = MonitorConfig.model_validate(
+        {
+            "caps": {"max_model_versions": 2, "max_slice_values": 3, "max_categories": 4},
+            "evaluation": {"warmup_outcomes": 100},
+        }
+    )
+    evaluator = ModelEvaluator("churn", cfg)
+    for i in range(400):
+        evaluator.observe_outcome(
+            JoinedOutcome(
+                f"p{i}",
+                "churn",
+                f"v{i % 5}",
+                1e9 + i,
+                f"class{i % 6}",
+                float("nan"),
+                (("user", f"u{i}"),),
+                f"class{i % 7}",
+                1e9 + i + 1,
+            )  # fmt: skip
+        )
+    report = evaluator.metrics()
+    assert set(report["versions"]) == {"v0", "v1", "other"}
+    assert len(report["slices"]) == 4 and report["slices"]["user=other"]["count"] == 397
+    assert set(report["overall"]["per_class"]) <= {"1", "class0", "class1", "class2", "other"}
+    counters = report["counters"]
+    assert counters["versions_over_cap"] > 0 and counters["slice_values_over_cap"] == 397
+    assert counters["classes_over_cap"] > 0
+
+
+def test_memory_stays_bounded_over_many_windows():
+    rng = np.random.default_rng(82)
+    evaluator = ModelEvaluator("churn", config(), max_report_windows=5)
+    records = joined_records(60_000, rng)
+    sizes = []
+    for k in range(60):
+        evaluator.observe_outcomes(records[k * 1000 : (k + 1) * 1000])
+        evaluator.close_window(at_seconds(1e9 + (k + 1) * 1000 - 1))
+        sizes.append(evaluator.nbytes())
+    assert sizes[-1] <= sizes[10] * 1.05  # windows beyond the last 5 keep counts only
+    assert len(evaluator.window_metrics()) == 5
+    assert evaluator.metrics()["overall"]["count"] == 60_000
+
+
+def test_multiclass_and_score_predictions():
+    evaluator = ModelEvaluator("animal", config())
+    probabilities = {"cat": 0.7, "dog": 0.2, "fox": 0.1}
+    for i in range(100):
+        label = "cat" if i % 4 else "dog"
+        evaluator.observe_outcome(
+            JoinedOutcome(f"p{i}", "animal", "v1", 1e9 + i, "cat", float("nan"), (), label, 1e9 + i + 1, probabilities)
+        )
+    m = evaluator.metrics()["overall"]
+    expected_log_loss = -(75 * np.log(0.7) + 25 * np.log(0.2)) / 100
+    assert m["accuracy"] == 0.75 and m["log_loss"] == pytest.approx(expected_log_loss, abs=1e-6)
+    assert m["brier"] == pytest.approx((75 * (0.09 + 0.04 + 0.01) + 25 * (0.49 + 0.64 + 0.01)) / 100, abs=1e-6)
+
+    scores = MonitorConfig.model_validate({"models": [{"model_id": "s", "task": "binary_classification"}]})
+    evaluator = ModelEvaluator("s", scores)
+    for i, (score, label) in enumerate([(0.9, 1), (0.7, 0), (0.2, 0), (0.4, 1)]):
+        evaluator.observe_outcome(
+            JoinedOutcome(f"q{i}", "s", "v1", 1e9 + i, score, float("nan"), (), label, 1e9 + i + 1)
+        )
+    m = evaluator.metrics()["overall"]
+    assert m["accuracy"] == 0.5 and m["roc_auc"] == 0.75  # the score is the positive-class probability
+
+
+def at_seconds(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
