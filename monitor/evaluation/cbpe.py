@@ -287,11 +287,17 @@ class CBPE:
             **self.settings(),
             "calibrator": self.calibrator.to_state() if self.calibrator else None,
             "reference_size": self.reference_size,
-            "reference_accuracy": self.reference_accuracy,
-            "reference_estimate": self.reference_estimate,
-            "reference_sd": self.reference_sd,
-            "reference_f1": self.reference_f1,
-            "reference_roc_auc": self.reference_roc_auc,
+            **{
+                name: (value if math.isfinite(value) else None)
+                for name in (
+                    "reference_accuracy",
+                    "reference_estimate",
+                    "reference_sd",
+                    "reference_f1",
+                    "reference_roc_auc",
+                )  # fmt: skip
+                for value in [getattr(self, name)]
+            },
         }
 
     @classmethod

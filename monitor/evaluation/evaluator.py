@@ -33,6 +33,15 @@ equally (6 checks). The error-stream detector is calibrated to a run length of
 `events_per_model_per_day / its alarms per day` outcomes; window checks test at
 alpha = its alarms per day / windows per day, split further over the versions or slices tested.
 
+Calling it (one evaluator per model, in the worker that owns the model's partition):
+
+* every prediction of the model: `observe_prediction(event, offset)` (window counts for label
+  coverage, CBPE, serving signals; without it, `labels_missing` and CBPE have nothing to judge);
+* every `JoinedOutcome` of the model (from `JoinStore.add_outcome` or, for an outcome that came
+  first, `JoinStore.add_prediction`): `observe_outcome(joined, offset)`;
+* when the model's window closes (the drift monitor's window clock): `close_window(end, offset)`;
+* on a timer, optionally: `flush()`; to checkpoint: `to_state()` / `ModelEvaluator.from_state()`.
+
 Batching: outcomes and predictions are buffered and processed `batch_size` at a time (vectorised:
 one `update_many` of the detector per batch instead of one per outcome), and always before a
 window closes or state is read. A finding from a batch carries the offset and event time of the

@@ -292,8 +292,8 @@ def test_state_round_trip_mid_stream_gives_the_same_findings_and_metrics():
     evaluator, store = setup(cfg)
     findings = drive(evaluator, store, first).findings
     # Stop mid-window with outcomes still buffered, restart from JSON, continue.
-    state = json.loads(json.dumps(evaluator.to_state()))
-    store_state = json.loads(json.dumps(store.to_state()))
+    state = json.loads(json.dumps(evaluator.to_state(), allow_nan=False))
+    store_state = json.loads(json.dumps(store.to_state(), allow_nan=False))
     resumed = ModelEvaluator.from_state(state)
     resumed_store = JoinStore.from_state(store_state, ttl_seconds=cfg.evaluation.join_ttl_seconds)
     assert resumed.to_state() == state
@@ -429,3 +429,16 @@ def test_multiclass_and_score_predictions():
 
 def at_seconds(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
+
+
+def test_cbpe_and_evaluator_state_is_strict_json_even_without_positives():
+    evaluator = ModelEvaluator("churn", config(warmup_outcomes=200))
+    rng = np.random.default_rng(83)
+    records = [
+        JoinedOutcome(f"p{i}", "churn", "v1", 1e9 + i, 0, float(rng.uniform(0, 0.4)), (), 0, 1e9 + i + 1)
+        for i in range(300)
+    ]
+    evaluator.observe_outcomes(records)
+    evaluator.close_window(at_seconds(1e9 + 300))
+    state = json.loads(json.dumps(evaluator.to_state(), allow_nan=False))
+    assert ModelEvaluator.from_state(state).metrics() == evaluator.metrics()

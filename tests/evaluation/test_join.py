@@ -218,7 +218,7 @@ def test_state_round_trip_resumes_every_policy():
     s.add_prediction_fields("p3", "m", "v", 1002.0, 0)
     s.add_outcome_fields("p3", 0, 1003.0)  # joined: a duplicate must still be recognised
     s.add_outcome_fields("early", 1, 1004.0, model_id="m")
-    state = json.loads(json.dumps(s.to_state()))
+    state = json.loads(json.dumps(s.to_state(), allow_nan=False))
     r = JoinStore.from_state(state, ttl_seconds=10 * HOUR, early_ttl_seconds=HOUR)
     assert r.pending == 2 and r.counters() == s.counters()
     assert r.add_outcome_fields("p3", 1, 1010.0) is None and r.counters("m")["duplicate_outcomes"] == 1

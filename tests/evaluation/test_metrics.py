@@ -162,7 +162,7 @@ def test_accumulator_state_round_trips_as_json(binary_data):
     y, prediction, score = binary_data
     acc = MetricsAccumulator("classification", n_groups=2, n_classes=2)
     acc.update(np.arange(len(y)) % 2, np.arange(len(y)), OutcomeBatch.classification(prediction, y, score, 1))
-    back = MetricsAccumulator.from_state(json.loads(json.dumps(acc.to_state())))
+    back = MetricsAccumulator.from_state(json.loads(json.dumps(acc.to_state(), allow_nan=False)))
     assert back.summary(1, ["0", "1"], 1) == acc.summary(1, ["0", "1"], 1)
 
 
@@ -177,7 +177,7 @@ def test_serving_stats_quantiles_and_error_rate():
     # KLL rank error about 1.3%: compare ranks, not values.
     assert np.mean(latency <= summary["latency_ms_p99"]) == pytest.approx(0.99, abs=0.005)
     assert np.mean(latency <= summary["latency_ms_p50"]) == pytest.approx(0.50, abs=0.015)
-    back = ServingStats.from_state(json.loads(json.dumps(stats.to_state())))
+    back = ServingStats.from_state(json.loads(json.dumps(stats.to_state(), allow_nan=False)))
     assert back.summary() == summary
 
 
