@@ -153,7 +153,7 @@ class ReferenceBuilder:
         self._pending: list[dict[str, Any]] = []
         self._types: dict[str, FeatureType] | None = None
         self._stats: dict[str, NumericStats | CategoryStats] = {}
-        self._sample: list[dict[str, Any]] = []
+        self._sample: list[tuple[int, dict[str, Any]]] = []
         self.n_rows = 0
         self.dropped_features: set[str] = set()
         """Columns beyond `max_features`, not profiled."""
@@ -172,7 +172,7 @@ class ReferenceBuilder:
             "pending": self._pending,
             "types": None if self._types is None else {name: kind.value for name, kind in self._types.items()},
             "stats": {name: stats.to_state() for name, stats in self._stats.items()},
-            "sample": self._sample,
+            "sample": [[number, row] for number, row in self._sample],
             "n_rows": self.n_rows,
             "dropped_features": sorted(self.dropped_features),
         }
@@ -196,7 +196,7 @@ class ReferenceBuilder:
                 name: (NumericStats if builder._types[name] is FeatureType.numeric else CategoryStats).from_state(s)
                 for name, s in state["stats"].items()
             }
-        builder._sample = list(state["sample"])
+        builder._sample = [(number, row) for number, row in state["sample"]]
         builder.n_rows = state["n_rows"]
         builder.dropped_features = set(state["dropped_features"])
         return builder
@@ -215,12 +215,14 @@ class ReferenceBuilder:
             self._accumulate([row])
 
     def _reservoir(self, row: dict[str, Any]) -> None:
+        # Rows keep their arrival number: the sample is put back in arrival order at the end,
+        # because calibration bootstraps it in blocks to keep its autocorrelation.
         if len(self._sample) < self.sample_size:
-            self._sample.append(row)
+            self._sample.append((self.n_rows, row))
         else:
             slot = self._random.randrange(self.n_rows)
             if slot < self.sample_size:
-                self._sample[slot] = row
+                self._sample[slot] = (self.n_rows, row)
 
     def _settle_types(self) -> None:
         names = [name for name in dict.fromkeys(n for row in self._pending for n in row) if name != PREDICTION]
@@ -263,10 +265,8 @@ class ReferenceBuilder:
             if isinstance(stats, CategoryStats):
                 categories = [c for c, _ in sorted(stats.frequencies.items(), key=lambda item: (-item[1], item[0]))]
             features[name] = FeatureReference(name, kind, stats, categories)
-        sample = {
-            name: [self._sample_value(row.get(name), kind) for row in self._sample]
-            for name, kind in self._types.items()
-        }
+        rows = [row for _, row in sorted(self._sample, key=lambda numbered: numbered[0])]
+        sample = {name: [self._sample_value(row.get(name), kind) for row in rows] for name, kind in self._types.items()}
         # The hash covers exact statistics, categories and the seeded sample, not the KLL sketch,
         # whose compaction is randomised: the same data gives the same version.
         body = {

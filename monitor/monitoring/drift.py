@@ -358,6 +358,10 @@ class DriftMonitor:
         self, feature: FeatureMonitor, detector: SequentialDetector, event: PredictionEvent, offset: int
     ) -> Finding:
         score = detector.score
+        components = detector.components() if hasattr(detector, "components") else {}
+        details = {
+            f"{name}.{key}": round(value, 6) for name, parts in components.items() for key, value in parts.items()
+        }
         return Finding(
             kind=feature.kind,
             model_id=self.model.model_id,
@@ -366,7 +370,7 @@ class DriftMonitor:
             active=True,
             at=event.timestamp,
             model_version=event.model_version,
-            evidence=self._evidence(detector, score, feature.stats.count, {}),  # type: ignore[union-attr]
+            evidence=self._evidence(detector, score, feature.stats.count, details),  # type: ignore[union-attr]
             summary=f"{self.model.model_id}: {self._subject(feature)} changed ({detector.name} "
             f"statistic crossed its calibrated threshold {detector.threshold:.3g})",
             offset=offset,
