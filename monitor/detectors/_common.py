@@ -16,7 +16,7 @@ from typing import Any, Self
 import numpy as np
 
 from monitor.detectors._cusum import run_cusum
-from monitor.detectors.base import SequentialDetector
+from monitor.detectors.base import SequentialDetector, TestResult
 
 
 def check_run_length(run_length: float, window_size: int | None = None) -> None:
@@ -96,6 +96,15 @@ class CusumDetector(SequentialDetector):
             return float(self.state[0])
         return float(np.max(self.state / self.limits))
 
+    def _alarm_result(self, values: np.ndarray) -> TestResult:
+        score = float(values[0]) if len(self.limits) == 1 else float(np.max(values / self.limits))
+        details = {
+            f"{name}.{key}": round(float(v), 6)
+            for name, value, limit in zip(self.component_names, values, self.limits, strict=True)
+            for key, v in (("value", value), ("limit", limit))
+        }
+        return TestResult(score, self.threshold, True, details)
+
     def components(self) -> dict[str, dict[str, float]]:
         """Each component's current CUSUM and calibrated limit (alert evidence)."""
         return {
@@ -115,10 +124,14 @@ class CusumDetector(SequentialDetector):
             self.drift_detected = False
             return []
         alarms: list[int] = []
+        self.alarm_results = []
         chunk = max(1024, (1 << 20) // max(1, len(self.limits)))  # bounds the increments matrix
         for start in range(0, len(clean), chunk):
-            found, self.state = run_cusum(self._increments(clean[start : start + chunk]), self.state, self.limits)
+            found, self.state, at_alarm = run_cusum(
+                self._increments(clean[start : start + chunk]), self.state, self.limits
+            )
             alarms += [start + a for a in found]
+            self.alarm_results += [self._alarm_result(values) for values in at_alarm]
         self.n_seen += len(clean)
         self.n_alarms += len(alarms)
         self.drift_detected = bool(alarms)

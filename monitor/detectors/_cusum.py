@@ -8,7 +8,7 @@ O(values), not O(values x alarms).
 
 >>> inc = np.array([[1.0], [1.0], [-5.0], [2.0], [2.0], [2.0]])
 >>> run_cusum(inc, np.zeros(1), np.array([3.0]))
-([4], array([2.]))
+([4], array([2.]), [array([4.])])
 """
 
 from __future__ import annotations
@@ -25,11 +25,15 @@ def cusum_path(increments: np.ndarray, start: np.ndarray) -> np.ndarray:
     return cum - floor
 
 
-def run_cusum(increments: np.ndarray, state: np.ndarray, limits: np.ndarray) -> tuple[list[int], np.ndarray]:
+def run_cusum(
+    increments: np.ndarray, state: np.ndarray, limits: np.ndarray
+) -> tuple[list[int], np.ndarray, list[np.ndarray]]:
     """Run the components (columns) from `state`; an alarm when any reaches its limit, then all
-    restart at 0. Returns the alarm positions and the final state."""
+    restart at 0. Returns the alarm positions, the final state, and the components' values at
+    each alarm (the evidence: after the restart the state no longer shows them)."""
     n = len(increments)
     alarms: list[int] = []
+    at_alarm: list[np.ndarray] = []
     state = np.asarray(state, dtype=float).copy()
     pos = 0
     stretch = n
@@ -40,6 +44,7 @@ def run_cusum(increments: np.ndarray, state: np.ndarray, limits: np.ndarray) -> 
         if hit.any():
             first = int(np.argmax(hit))
             alarms.append(pos + first)
+            at_alarm.append(s[first].copy())
             state = np.zeros_like(state)
             pos += first + 1
             stretch = _FIRST_STRETCH
@@ -47,4 +52,4 @@ def run_cusum(increments: np.ndarray, state: np.ndarray, limits: np.ndarray) -> 
             state = s[-1].copy()
             pos = end
             stretch *= 2
-    return alarms, state
+    return alarms, state, at_alarm

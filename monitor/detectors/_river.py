@@ -15,7 +15,7 @@ from typing import Any, Self
 import numpy as np
 
 from monitor.detectors._common import check_run_length, finite
-from monitor.detectors.base import SequentialDetector
+from monitor.detectors.base import SequentialDetector, TestResult
 
 
 class RiverWrapper(SequentialDetector):
@@ -61,6 +61,7 @@ class RiverWrapper(SequentialDetector):
             raise RuntimeError(f"{self.name}: call fit(reference, ...) before update")
         raw = np.asarray(values, dtype=float).ravel()
         alarms = []
+        self.alarm_results = []
         det = self.detector
         for i, x in enumerate(((raw - self.mean) / self.sd).tolist()):
             if x != x:  # NaN: skipped, keeps its position
@@ -68,6 +69,7 @@ class RiverWrapper(SequentialDetector):
             det.update(x)
             if det.drift_detected:
                 alarms.append(i)
+                self.alarm_results.append(TestResult(self.score, self.threshold, True))
         self.n_seen += int(np.isfinite(raw).sum())
         self.drift_detected = bool(alarms)
         return alarms

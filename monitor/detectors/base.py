@@ -93,6 +93,9 @@ class SequentialDetector(Detector):
     """Decides at every value. After an alarm it restarts from the reference."""
 
     drift_detected: bool = False
+    alarm_results: list[TestResult] = []
+    """One per position returned by the last `update_many`: the statistic at the alarm, before the
+    restart, with the threshold applied (what the alert's evidence quotes)."""
 
     @property
     @abstractmethod

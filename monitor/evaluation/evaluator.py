@@ -81,7 +81,7 @@ from monitor.contracts.alert import AlertKind, Evidence
 from monitor.contracts.config import MonitorConfig
 from monitor.core.finding import Finding
 from monitor.detectors import registry
-from monitor.detectors.base import SequentialDetector
+from monitor.detectors.base import SequentialDetector, TestResult
 from monitor.evaluation.canary import compare_versions
 from monitor.evaluation.cbpe import CBPE, CBPEWindow
 from monitor.evaluation.join import JoinedOutcome
@@ -699,10 +699,11 @@ class ModelEvaluator:
         detector = self.detector
         if detector is not None and start < len(loss):
             values = loss[start:]
-            before = detector.to_state()
             alarms = detector.update_many(values)
             if alarms:
-                findings = self._alarm_findings(before, values, alarms, outcome_time[start:], offsets[start:])
+                findings = self._alarm_findings(
+                    values, alarms, detector.alarm_results, outcome_time[start:], offsets[start:]
+                )
             else:
                 run = self._run
                 if run[0] == 0:
@@ -722,28 +723,26 @@ class ModelEvaluator:
         self._recent_count = min(size, self._recent_count + len(loss))
 
     def _alarm_findings(
-        self, before: dict[str, Any], values: np.ndarray, alarms: list[int], times: np.ndarray, offsets: np.ndarray
+        self,
+        values: np.ndarray,
+        alarms: list[int],
+        results: list[TestResult],
+        times: np.ndarray,
+        offsets: np.ndarray,
     ) -> list[Finding]:
-        """Replay the batch alarm by alarm to read the statistic where it crossed the threshold."""
+        """One finding per alarm, with the statistic where it crossed the threshold (`results`)."""
         detector = self.detector
         assert detector is not None
-        replay = type(detector).from_state(before)
         history = np.concatenate([self._recent[self.recent_size - self._recent_count :], values])
         offset_in_history = self._recent_count
         findings = []
         previous = 0
         run = self._run
-        for alarm in alarms:
-            segment = values[previous:alarm]
-            if len(segment):
-                replay.update_many(segment)
-            pre_score = replay.score
-            pre_components = replay.components() if hasattr(replay, "components") else {}
+        for alarm, result in zip(alarms, results, strict=True):
             if run[0] == 0:
                 run[2] = float(times[previous])
             run_n = run[0] + alarm - previous + 1
             run_loss = run[1] + float(values[previous : alarm + 1].sum())
-            replay.update_many(values[alarm : alarm + 1])
             end = offset_in_history + alarm + 1
             recent = history[max(0, end - self.recent_size) : end]
             recent_loss = float(recent.mean())
@@ -752,7 +751,7 @@ class ModelEvaluator:
                 run[:] = [0.0, 0.0, _NAN]
                 previous = alarm + 1
                 continue
-            score = _score_at_alarm(detector, pre_components, values[alarm], pre_score)
+            score = result.score
             self.counters["error_alarms"] += 1
             self._alarmed_since_close = True
             metric = "error_rate" if self.task == CLASSIFICATION else "mae"
@@ -762,10 +761,8 @@ class ModelEvaluator:
                 "recent_outcomes": len(recent),
                 f"{metric}_since_restart": round(run_loss / run_n, 6),
                 "outcomes_since_restart": int(run_n),
-                "score_before_alarm": round(pre_score, 6),
+                **result.details,
             }
-            for name, component in pre_components.items():
-                details[f"{name}_limit"] = round(component["limit"], 6)
             at = float(times[alarm])
             findings.append(
                 Finding(
@@ -1409,20 +1406,6 @@ class ModelEvaluator:
         self._p_prob = [_NAN if p is None else p for p in pb[1]]
         self._p_positive = list(pb[2])
         self._p_serving = [(v, latency, status) for v, latency, status in pb[3]]
-
-
-def _score_at_alarm(detector: SequentialDetector, components: dict[str, dict[str, float]], value: float,
-                    fallback: float) -> float:  # fmt: skip
-    """The detector's statistic at the alarming value: the CUSUM before it plus that value's
-    increment (the detector restarts at 0 right after, so `score` no longer shows it)."""
-    increments = getattr(detector, "_increments", None)
-    if increments is None or not components:
-        return fallback
-    step = np.asarray(increments(np.asarray([float(value)])), dtype=np.float64).ravel()
-    states = np.array([c["value"] for c in components.values()])
-    limits = np.array([c["limit"] for c in components.values()])
-    after = np.maximum(0.0, states + step)
-    return float(after[0]) if len(after) == 1 else float(np.max(after / limits))
 
 
 def _binomial_upper(errors: int, n: int, rate: float) -> float:

@@ -34,7 +34,7 @@ from monitor.core.finding import Finding
 from monitor.core.reference import PREDICTION, ReferenceBuilder, ReferenceProfile
 from monitor.core.windows import WindowClock
 from monitor.detectors import registry
-from monitor.detectors.base import Detector, SequentialDetector, WindowTest
+from monitor.detectors.base import Detector, SequentialDetector, TestResult, WindowTest
 from monitor.monitoring.columns import category_codes, numeric_column
 
 MAX_WINDOW_VALUES = 10_000
@@ -317,10 +317,13 @@ class DriftMonitor:
                 positions = np.array([p for p, v in enumerate(raw) if v is not None], dtype=np.int64)
             feature.sample.add(values)
             for detector in feature.sequential:
-                for alarm in detector.update_many(values):
+                alarms = detector.update_many(values)
+                for alarm, result in zip(alarms, detector.alarm_results, strict=True):
                     position = int(positions[alarm])
                     feature.alarmed = True
-                    findings.append(self._sequential_finding(feature, detector, events[position], offsets[position]))
+                    findings.append(
+                        self._sequential_finding(feature, detector, result, events[position], offsets[position])
+                    )
         if self.multivariate:
             self.multivariate_sample.add(np.column_stack([numeric_columns[n] for n in self.multivariate_names]))
         findings.sort(key=lambda f: f.offset if f.offset is not None else -1)
@@ -355,13 +358,13 @@ class DriftMonitor:
         return "the model's predictions" if feature.name == PREDICTION else f"feature {feature.name!r}"
 
     def _sequential_finding(
-        self, feature: FeatureMonitor, detector: SequentialDetector, event: PredictionEvent, offset: int
+        self,
+        feature: FeatureMonitor,
+        detector: SequentialDetector,
+        result: TestResult,
+        event: PredictionEvent,
+        offset: int,
     ) -> Finding:
-        score = detector.score
-        components = detector.components() if hasattr(detector, "components") else {}
-        details = {
-            f"{name}.{key}": round(value, 6) for name, parts in components.items() for key, value in parts.items()
-        }
         return Finding(
             kind=feature.kind,
             model_id=self.model.model_id,
@@ -370,9 +373,9 @@ class DriftMonitor:
             active=True,
             at=event.timestamp,
             model_version=event.model_version,
-            evidence=self._evidence(detector, score, feature.stats.count, details),  # type: ignore[union-attr]
+            evidence=self._evidence(detector, result.score, feature.stats.count, result.details),  # type: ignore[union-attr]
             summary=f"{self.model.model_id}: {self._subject(feature)} changed ({detector.name} "
-            f"statistic crossed its calibrated threshold {detector.threshold:.3g})",
+            f"statistic {result.score:.3g} reached its calibrated threshold {result.threshold:.3g})",
             offset=offset,
         )
 
