@@ -86,21 +86,23 @@ def replay(
             _progress(inputs, enabled=progress) as advance,
         ):
             batch: list[PredictionEvent | OutcomeEvent] = []
-            sequence: list[int] = []
-            # position of each event across all inputs; `origin` maps it back to file and line
-            origin: dict[int, _Line] = {}
+            # Each event's offset for the monitor encodes its file and line (the evaluator may
+            # raise an alert for an event of an earlier batch, so no per-batch map would do).
+            positions: list[int] = []
+            n_inputs = len(inputs)
 
-            def flush() -> None:
-                for raised in fleet.observe(batch, sequence):
-                    line = origin[raised.offset] if raised.offset is not None else None
-                    record = _alert_record(raised, line, inputs)
+            def flush(final: bool = False) -> None:
+                raised_alerts = fleet.observe(batch, positions)
+                if final:
+                    raised_alerts += fleet.flush()
+                for raised in raised_alerts:
+                    record = _alert_record(raised, n_inputs, inputs)
                     alerts_file.write(orjson.dumps(record) + b"\n")
                     if on_alert is not None:
                         on_alert(record)
                     summary.alerts[raised.alert.kind.value] += 1
                 batch.clear()
-                sequence.clear()
-                origin.clear()
+                positions.clear()
 
             for line in lines:
                 summary.lines += 1
@@ -120,11 +122,10 @@ def replay(
                 else:
                     summary.outcomes += 1
                 batch.append(event)
-                sequence.append(summary.lines)
-                origin[summary.lines] = line
+                positions.append(line.number * n_inputs + line.file_index)
                 if len(batch) >= BATCH_LINES:
                     flush()
-            flush()
+            flush(final=True)
     finally:
         for handle in handles:
             handle.close()
@@ -132,11 +133,11 @@ def replay(
     return summary
 
 
-def _alert_record(raised: RaisedAlert, line: _Line | None, inputs: Sequence[Path]) -> dict[str, Any]:
+def _alert_record(raised: RaisedAlert, n_inputs: int, inputs: Sequence[Path]) -> dict[str, Any]:
     record = raised.alert.model_dump(mode="json")
-    record["detected_at_offset"] = None if line is None else line.number
-    if len(inputs) > 1 and line is not None:
-        record["input"] = str(inputs[line.file_index])
+    record["detected_at_offset"] = None if raised.offset is None else raised.offset // n_inputs
+    if n_inputs > 1 and raised.offset is not None:
+        record["input"] = str(inputs[raised.offset % n_inputs])
     return record
 
 

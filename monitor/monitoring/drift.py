@@ -168,6 +168,9 @@ class DriftMonitor:
         self._builder: ReferenceBuilder | None = None
         self._window_start: datetime | None = None
         self._window_end: datetime | None = None
+        self.closed_windows: list[tuple[datetime, int]] = []
+        """(event time, offset) of windows closed since the owner last drained this list: other
+        per-window checks (evaluation) close on the same clock."""
         if reference is not None:
             self._start(reference)
 
@@ -285,6 +288,7 @@ class DriftMonitor:
                 for _ in clock.advance():
                     closing = self._close_window(events[i].timestamp)
                     findings += [replace(finding, offset=offsets[i]) for finding in closing]
+                    self.closed_windows.append((events[i].timestamp, offsets[i]))
         if segment:
             findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
         return findings

@@ -1,8 +1,10 @@
 """`FleetMonitor`: every model's monitor, fed validated events, giving alerts.
 
 This is the whole monitoring core behind one small API, used as is by `driftline replay` and by
-the streaming worker. Alerts come with the input offset of the event whose processing raised
-them, so replay can report `detected_at_offset`.
+the streaming worker: predictions go to their model's drift monitor and evaluator and wait in the
+join store; an outcome joins its prediction and goes to that model's evaluator; findings of both
+go through the model's alert lifecycle. Alerts come with the input offset of the event whose
+processing raised them, so replay can report `detected_at_offset`.
 
 >>> from monitor.contracts.config import MonitorConfig
 >>> fleet = FleetMonitor(MonitorConfig())
@@ -23,6 +25,8 @@ from monitor.contracts.config import MonitorConfig
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.core.finding import Finding
 from monitor.core.reference import ReferenceProfile
+from monitor.evaluation.evaluator import ModelEvaluator
+from monitor.evaluation.join import JoinedOutcome, JoinStore
 from monitor.monitoring.drift import DriftMonitor
 
 
@@ -34,7 +38,7 @@ class RaisedAlert:
 
 
 class ModelMonitor:
-    """One model: drift monitor and alert lifecycle."""
+    """One model: drift monitor, evaluator, and the alert lifecycle both feed."""
 
     def __init__(self, model_id: str, config: MonitorConfig, state: dict[str, Any] | None = None):
         model = config.model(model_id)
@@ -42,15 +46,33 @@ class ModelMonitor:
         if state is None:
             reference = ReferenceProfile.load(model.reference) if model.reference else None
             self.drift = DriftMonitor(model, config, reference)
+            self.evaluator = ModelEvaluator(model_id, config)
         else:
             self.drift = DriftMonitor.from_state(model, config, state["drift"])
+            self.evaluator = ModelEvaluator.from_state(state["evaluator"], config)
             self.lifecycle.restore(state["lifecycle"])
 
-    def to_state(self) -> dict[str, Any]:
-        """JSON-safe; `ModelMonitor(model_id, config, state)` resumes exactly where this left off."""
-        return {"drift": self.drift.to_state(), "lifecycle": self.lifecycle.to_state()}
+    def observe(
+        self,
+        predictions: Sequence[PredictionEvent],
+        prediction_offsets: Sequence[int],
+        outcomes: Sequence[JoinedOutcome],
+        outcome_offsets: Sequence[int],
+    ) -> list[RaisedAlert]:
+        findings = self.drift.observe(predictions, prediction_offsets)
+        findings += self.evaluator.observe_predictions(predictions, prediction_offsets)
+        findings += self.evaluator.observe_outcomes(outcomes, outcome_offsets)
+        for window_end, offset in self.drift.closed_windows:
+            findings += self.evaluator.close_window(window_end, offset)
+        self.drift.closed_windows.clear()
+        return self.raise_alerts(findings)
+
+    def flush(self) -> list[RaisedAlert]:
+        """Process what the evaluator still buffers (end of a replay, or a timer)."""
+        return self.raise_alerts(self.evaluator.flush())
 
     def raise_alerts(self, findings: list[Finding]) -> list[RaisedAlert]:
+        findings.sort(key=lambda f: -1 if f.offset is None else f.offset)
         raised = []
         for finding in findings:
             alert = self.lifecycle.process_one(finding)
@@ -58,11 +80,20 @@ class ModelMonitor:
                 raised.append(RaisedAlert(alert, finding.offset))
         return raised
 
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe; `ModelMonitor(model_id, config, state)` resumes exactly where this left off."""
+        return {
+            "drift": self.drift.to_state(),
+            "evaluator": self.evaluator.to_state(),
+            "lifecycle": self.lifecycle.to_state(),
+        }
+
 
 class FleetMonitor:
     def __init__(self, config: MonitorConfig):
         self.config = config
         self.models: dict[str, ModelMonitor] = {}
+        self.join = JoinStore.from_config(config)
         self.dropped = Counter[str]()
         """Events not monitored, by reason (e.g. `max_models` reached)."""
 
@@ -76,18 +107,33 @@ class FleetMonitor:
 
     def observe(self, events: Sequence[PredictionEvent | OutcomeEvent], offsets: Sequence[int]) -> list[RaisedAlert]:
         """Process a batch of validated events in order; alerts in order of their offsets."""
-        by_model: dict[str, tuple[list[PredictionEvent], list[int]]] = {}
+        predictions: dict[str, tuple[list[PredictionEvent], list[int]]] = {}
+        outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = {}
         for event, offset in zip(events, offsets, strict=True):
             if isinstance(event, PredictionEvent):
-                batch = by_model.setdefault(event.model_id, ([], []))
+                batch = predictions.setdefault(event.model_id, ([], []))
                 batch[0].append(event)
                 batch[1].append(offset)
+                joined = self.join.add_prediction(event)  # not None when its outcome came first
+            else:
+                joined = self.join.add_outcome(event)
+            if joined is not None:
+                done = outcomes.setdefault(joined.model_id, ([], []))
+                done[0].append(joined)
+                done[1].append(offset)
         raised: list[RaisedAlert] = []
-        for model_id, (predictions, pred_offsets) in by_model.items():
+        for model_id in predictions.keys() | outcomes.keys():
             monitor = self.model(model_id)
+            model_predictions, prediction_offsets = predictions.get(model_id, ([], []))
+            model_outcomes, outcome_offsets = outcomes.get(model_id, ([], []))
             if monitor is None:
-                self.dropped["max_models"] += len(predictions)
+                self.dropped["max_models"] += len(model_predictions) + len(model_outcomes)
                 continue
-            raised += monitor.raise_alerts(monitor.drift.observe(predictions, pred_offsets))
+            raised += monitor.observe(model_predictions, prediction_offsets, model_outcomes, outcome_offsets)
+        raised.sort(key=lambda r: -1 if r.offset is None else r.offset)
+        return raised
+
+    def flush(self) -> list[RaisedAlert]:
+        raised = [alert for monitor in self.models.values() for alert in monitor.flush()]
         raised.sort(key=lambda r: -1 if r.offset is None else r.offset)
         return raised
