@@ -135,8 +135,10 @@ class PredictionEvent(_Event):
                 "{count} features, over the limit of {limit}",
                 {"count": len(value), "limit": limits.max_features},
             )
-        for name, feature_value in value.items():
-            _check_string(feature_value, limits, f"value of feature {name!r}")
+        longest = limits.max_string_length
+        too_long = [name for name, v in value.items() if type(v) is str and len(v) > longest]
+        if too_long:
+            _check_string(value[too_long[0]], limits, f"value of feature {too_long[0]!r}")
         return value
 
     @field_validator("prediction")

@@ -36,7 +36,8 @@ PREDICTION = "__prediction__"
 """Name under which the model's own output is profiled like a feature (prediction drift)."""
 
 INFERENCE_ROWS = 1000
-"""Feature types are inferred from the first rows (declare them in config to override)."""
+"""Feature types are inferred from the first rows (declare them in config to override); later
+rows are added to the statistics in chunks of this many (numpy works per batch)."""
 
 
 def is_number(value: Any) -> bool:
@@ -207,12 +208,13 @@ class ReferenceBuilder:
             row[PREDICTION] = prediction
         self.n_rows += 1
         self._reservoir(row)
-        if self._types is None:
-            self._pending.append(row)
-            if len(self._pending) >= INFERENCE_ROWS:
+        self._pending.append(row)
+        if len(self._pending) >= INFERENCE_ROWS:
+            if self._types is None:
                 self._settle_types()
-        else:
-            self._accumulate([row])
+            else:
+                self._accumulate(self._pending)
+                self._pending = []
 
     def _reservoir(self, row: dict[str, Any]) -> None:
         # Rows keep their arrival number: the sample is put back in arrival order at the end,
@@ -257,6 +259,9 @@ class ReferenceBuilder:
             raise ValueError(f"reference for model {self.model_id!r}: no rows")
         if self._types is None:
             self._settle_types()
+        elif self._pending:
+            self._accumulate(self._pending)
+            self._pending = []
         assert self._types is not None
         features = {}
         for name, kind in self._types.items():

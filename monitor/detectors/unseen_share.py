@@ -20,6 +20,7 @@ window raise it at a budget of one false alarm per 250,000 values.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Self
 
 import numpy as np
@@ -28,6 +29,12 @@ from scipy import stats
 from monitor.detectors._window import CategoryCountTest
 from monitor.detectors.base import DataKind
 from monitor.detectors.registry import register
+
+
+@functools.lru_cache(maxsize=256)
+def _poisson_share(n: int, rate: float, exceedance: float) -> float:
+    # scipy's isf costs ~0.3 ms; windows of one size ask for the same value every time.
+    return float(stats.poisson.isf(exceedance, n * rate)) / n
 
 
 @register
@@ -55,7 +62,7 @@ class UnseenShare(CategoryCountTest):
 
     def _poisson_share(self, n: int) -> float:
         """Share whose count a Poisson(n * rate) exceeds with probability `exceedance`."""
-        return float(stats.poisson.isf(self.exceedance, n * self.unseen_rate)) / n
+        return _poisson_share(n, self.unseen_rate, self.exceedance)
 
     def threshold_for(self, n: int) -> float:
         return max(super().threshold_for(n), self._poisson_share(n))
