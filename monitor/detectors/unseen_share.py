@@ -71,7 +71,11 @@ class UnseenShare(CategoryCountTest):
         return window_counts[:, -1] / window_counts.sum(axis=1)
 
     def _profile_state(self) -> dict[str, Any]:
-        return {**super()._profile_state(), "unseen_rate": self.unseen_rate, "exceedance": self.exceedance}
+        return {
+            **super()._profile_state(),
+            "unseen_rate": float(self.unseen_rate),
+            "exceedance": float(self.exceedance),
+        }
 
     def _load_profile(self, state: dict[str, Any]) -> None:
         super()._load_profile(state)

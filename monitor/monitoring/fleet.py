@@ -137,3 +137,19 @@ class FleetMonitor:
         raised = [alert for monitor in self.models.values() for alert in monitor.flush()]
         raised.sort(key=lambda r: -1 if r.offset is None else r.offset)
         return raised
+
+    def to_state(self) -> dict[str, Any]:
+        """Every model and the join store, JSON- and msgpack-safe."""
+        return {
+            "models": {model_id: monitor.to_state() for model_id, monitor in self.models.items()},
+            "join": self.join.to_state(),
+            "dropped": dict(self.dropped),
+        }
+
+    @classmethod
+    def from_state(cls, config: MonitorConfig, state: dict[str, Any]) -> FleetMonitor:
+        fleet = cls(config)
+        fleet.models = {model_id: ModelMonitor(model_id, config, s) for model_id, s in state["models"].items()}
+        fleet.join.restore(state["join"])
+        fleet.dropped = Counter(state["dropped"])
+        return fleet
