@@ -19,21 +19,23 @@ from monitor.contracts.config import MonitorConfig
 from monitor.replay import replay
 from monitor.simulation import simulate
 
-STATUS_STYLE = {"firing": "bold red", "resolved": "green"}
 
-
-def alert_row(record: dict[str, Any]) -> list[str]:
+def alert_row(record: dict[str, Any], repeat: bool) -> list[str]:
+    """One table row: when (event time), what, about what, and the evidence in brief."""
     evidence = record["evidence"]
-    subject = record["feature"] or record["slice"] or ""
+    if record["status"] == "resolved":
+        when, status = record["ends_at"], "[green]resolved[/]"
+    elif repeat:
+        when, status = evidence["window_end"] or record["starts_at"], "[red]repeat[/]"
+    else:
+        when, status = record["starts_at"], "[bold red]firing[/]"
     return [
-        record["starts_at"][:16].replace("T", " ")
-        if record["status"] == "firing"
-        else (record["ends_at"] or "")[:16].replace("T", " "),
-        f"[{STATUS_STYLE[record['status']]}]{record['status']}[/]",
+        when[:16].replace("T", " "),
+        status,
         record["kind"],
         record["model_id"],
-        subject,
-        f"{evidence['detector']} {evidence['score']:.3g} > {evidence['threshold']:.3g}",
+        record["feature"] or record["slice"] or "",
+        f"{evidence['detector']} {evidence['score']:.3g} >= {evidence['threshold']:.3g}",
         record["summary"],
     ]
 
@@ -48,8 +50,11 @@ def run_demo(out_dir: Path, n_predictions: int, console: Console) -> int:
     table = Table("event time", "status", "kind", "model", "feature", "evidence", "summary", title="alerts")
     config = MonitorConfig.model_validate({"reference": {"warmup_events": 3000}})
 
+    seen: set[str] = set()
+
     def show(record: dict[str, Any]) -> None:
-        row = alert_row(record)
+        row = alert_row(record, repeat=record["alert_id"] in seen)
+        seen.add(record["alert_id"])
         table.add_row(*row)
         if not console.is_terminal:  # a log, not a screen: one line per alert
             console.print(" | ".join(row), soft_wrap=True)
