@@ -1,0 +1,59 @@
+"""Every Driftline benchmark, one after the other, each printing its table; `make bench` runs it.
+
+    .venv/bin/python bench/run.py [--quick] [--save]
+
+* `replay_throughput.py`: replay events/s with 20 numeric + 5 categorical features and every
+  default detector, peak RSS, detector state per feature after 1 M events;
+* `evaluation_throughput.py`: join + evaluation outcomes/s, memory per pending prediction;
+* `detector_accuracy.py`: our detectors in memory on the drift-bench streams (needs
+  ../shared/drift-bench; the product-through-replay comparison with the peers is drift-bench's own
+  `run.py --product-cmd ...`, see bench/README.md).
+
+`--save` also writes the combined output to `bench/results/bench-<date>.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DRIFT_BENCH = HERE.parent.parent / "shared" / "drift-bench"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args()
+    runs = [
+        ("replay throughput", ["replay_throughput.py"]
+         + (["--events", "20000", "--state-events", "100000"] if args.quick else [])),
+        ("evaluation throughput", ["evaluation_throughput.py"]
+         + (["--outcomes", "30000", "--pending", "100000", "--repeat", "1"] if args.quick else [])),
+    ]  # fmt: skip
+    if DRIFT_BENCH.is_dir():
+        runs.append(("detector accuracy (in memory)", ["detector_accuracy.py", "--drift-bench", str(DRIFT_BENCH)]
+                     + (["--streams", "*_r0"] if args.quick else [])))  # fmt: skip
+    report = [f"# Driftline benchmarks, {dt.date.today()}\n"]
+    failed = 0
+    for title, argv in runs:
+        print(f"\n## {title}\n", flush=True)
+        result = subprocess.run([sys.executable, str(HERE / argv[0]), *argv[1:]], capture_output=True, text=True)
+        print(result.stdout, flush=True)
+        if result.returncode != 0:
+            failed += 1
+            print(result.stderr[-2000:], file=sys.stderr)
+        report.append(f"## {title}\n\n`{' '.join(argv)}`\n\n{result.stdout}")
+    if args.save:
+        out = HERE / "results" / f"bench-{dt.date.today()}.md"
+        out.write_text("\n".join(report))
+        print(f"saved {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
