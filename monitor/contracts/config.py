@@ -148,8 +148,9 @@ class EvaluationConfig(_Section):
     max_request_error_rate: float | None = Field(None, gt=0, le=1)
     warmup_outcomes: int | None = Field(None, gt=0)
     """Joined outcomes forming the error and CBPE reference when none is given; default `reference.warmup_events`."""
-    budget_share: float = Field(0.5, gt=0, le=1)
-    """Share of the model's false-alarm budget spent by the evaluation checks, split equally among them."""
+    budget_share: float = Field(0.5, gt=0, lt=1)
+    """Share of the model's false-alarm budget spent by the evaluation checks, split equally among them;
+    the drift detectors share the rest."""
     check_windows: int = Field(10, gt=0)
     """Canary and slice checks look at the outcomes joined during the last this many windows."""
     canary_min_samples: int = Field(200, gt=0)

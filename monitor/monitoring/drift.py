@@ -12,8 +12,9 @@ For each batch of the model's predictions, in order:
    reports a clean finding, so alerts can resolve.
 
 The false-alarm budget (`alerting.false_alarms_per_model_per_day` over
-`alerting.events_per_model_per_day`) is shared equally by the model's detectors: each one is
-calibrated to a run length of `run_length_events * number_of_detectors` values.
+`alerting.events_per_model_per_day`) is split between evaluation (`evaluation.budget_share`) and
+drift (the rest), and the drift share equally among the model's detectors: each one is calibrated
+to a run length of `run_length_events / (1 - budget_share) * number_of_detectors` values.
 """
 
 from __future__ import annotations
@@ -193,7 +194,9 @@ class DriftMonitor:
         numeric = [n for n, (t, _, _) in plan.items() if t is FeatureType.numeric and n != PREDICTION]
         multivariate = [self._create(n) for n in detectors.multivariate] if len(numeric) >= 2 else []
         n_detectors = sum(len(d) for _, _, d in plan.values()) + len(multivariate)
-        run_length = self.config.alerting.run_length_events * max(n_detectors, 1)
+        # The drift side spends what evaluation leaves of the model's budget, equally per detector.
+        drift_share = 1.0 - self.config.evaluation.budget_share
+        run_length = self.config.alerting.run_length_events / drift_share * max(n_detectors, 1)
         window_size = self.model.window.size_events or self.model.window.min_events  # type: ignore[union-attr]
 
         self.reference = reference
