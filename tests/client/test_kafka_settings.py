@@ -173,4 +173,6 @@ def test_embedded_profile_consumers_join_a_group_quickly(kafka_config):
     finally:
         consumer.close()
     assert len(assigned) == kafka_config.partitions
-    assert joined_after < (5 if kafka_config.profile == "embedded" else 30)
+    # ~3 s with the embedded profile against ~23 s without: the bound leaves room for a loaded
+    # machine and still tells the two apart.
+    assert joined_after < (15 if kafka_config.profile == "embedded" else 30)
