@@ -765,12 +765,8 @@ class ModelEvaluator:
             }
             at = float(times[alarm])
             findings.append(
-                Finding(
+                self._active(
                     kind=AlertKind.performance_degradation,
-                    model_id=self.model_id,
-                    feature=None,
-                    slice=None,
-                    active=True,
                     at=_time(at),
                     evidence=Evidence(
                         detector=detector.name,
@@ -895,7 +891,7 @@ class ModelEvaluator:
         self._alarmed_since_close = False
         if alarmed:
             return []
-        return [Finding(AlertKind.performance_degradation, self.model_id, None, None, False, at, offset=offset)]
+        return [self._clean(AlertKind.performance_degradation, at, offset)]
 
     def _check_cbpe(self, window: _Window, at: datetime, offset: int | None) -> list[Finding]:
         cbpe = self.cbpe
@@ -910,7 +906,7 @@ class ModelEvaluator:
             "threshold": _finite(estimate.threshold),
         }
         if not estimate.dropped:
-            return [Finding(AlertKind.estimated_performance_drop, self.model_id, None, None, False, at, offset=offset)]
+            return [self._clean(AlertKind.estimated_performance_drop, at, offset)]
         quality = self.cbpe_report(last=10)
         details: dict[str, Any] = {
             "estimated_accuracy": round(estimate.accuracy, 6),
@@ -924,12 +920,8 @@ class ModelEvaluator:
             "labelled_windows_compared": quality["windows_compared"],
         }
         return [
-            Finding(
+            self._active(
                 kind=AlertKind.estimated_performance_drop,
-                model_id=self.model_id,
-                feature=None,
-                slice=None,
-                active=True,
                 at=at,
                 evidence=Evidence(
                     detector="cbpe_accuracy",
@@ -987,7 +979,7 @@ class ModelEvaluator:
         if worst is not None:
             return [worst[1]]
         if checked:
-            return [Finding(AlertKind.serving_degradation, self.model_id, None, None, False, at, offset=offset)]
+            return [self._clean(AlertKind.serving_degradation, at, offset)]
         return []
 
     def _serving_finding(
@@ -997,12 +989,8 @@ class ModelEvaluator:
         summary = stats.summary()
         details = {k: v for k, v in summary.items() if v is not None}
         details["alpha"] = self.window_alpha
-        return Finding(
+        return self._active(
             kind=AlertKind.serving_degradation,
-            model_id=self.model_id,
-            feature=None,
-            slice=None,
-            active=True,
             at=at,
             model_version=version,
             evidence=Evidence(
@@ -1028,7 +1016,7 @@ class ModelEvaluator:
         if len(stats) < 2:
             if not stats:
                 return []
-            return [Finding(AlertKind.canary_regression, self.model_id, None, None, False, at, offset=offset)]
+            return [self._clean(AlertKind.canary_regression, at, offset)]
         proportion = self.task == CLASSIFICATION
         results = compare_versions(
             stats,
@@ -1042,19 +1030,15 @@ class ModelEvaluator:
             return []
         regressed = [r for r in results if r.regressed]
         if not regressed:
-            return [Finding(AlertKind.canary_regression, self.model_id, None, None, False, at, offset=offset)]
+            return [self._clean(AlertKind.canary_regression, at, offset)]
         worst = max(regressed, key=lambda r: r.difference)
         metric = "error_rate" if proportion else "mae"
         settings = {"test": "two_proportion_z" if proportion else "welch_z", "alpha": self.window_alpha,
                     "margin": self.evaluation.canary_margin, "min_samples": self.evaluation.canary_min_samples,
                     "check_windows": self.evaluation.check_windows}  # fmt: skip
         return [
-            Finding(
+            self._active(
                 kind=AlertKind.canary_regression,
-                model_id=self.model_id,
-                feature=None,
-                slice=None,
-                active=True,
                 at=at,
                 model_version=worst.canary,
                 evidence=Evidence(
@@ -1108,17 +1092,12 @@ class ModelEvaluator:
         findings = []
         for result in results:
             if not result.regressed:
-                findings.append(
-                    Finding(AlertKind.slice_regression, self.model_id, None, result.slice, False, at, offset=offset)
-                )
+                findings.append(self._clean(AlertKind.slice_regression, at, offset, result.slice))
                 continue
             findings.append(
-                Finding(
+                self._active(
                     kind=AlertKind.slice_regression,
-                    model_id=self.model_id,
-                    feature=None,
                     slice=result.slice,
-                    active=True,
                     at=at,
                     evidence=Evidence(
                         detector=f"slice_{settings['test']}",
@@ -1169,14 +1148,10 @@ class ModelEvaluator:
             p_value = upper_tail(z)
             low = coverage < expected and p_value < self.window_alpha
         if not low:
-            return [Finding(AlertKind.labels_missing, self.model_id, None, None, False, at, offset=offset)]
+            return [self._clean(AlertKind.labels_missing, at, offset)]
         return [
-            Finding(
+            self._active(
                 kind=AlertKind.labels_missing,
-                model_id=self.model_id,
-                feature=None,
-                slice=None,
-                active=True,
                 at=at,
                 evidence=Evidence(
                     detector="label_coverage_binomial",
@@ -1208,6 +1183,24 @@ class ModelEvaluator:
             return {"count": 0}
         positive = self._positive_code if self.task == CLASSIFICATION else None
         return acc.summary(group, self._classes, positive, self.model.cost, **options)
+
+    def _active(
+        self,
+        *,
+        kind: AlertKind,
+        at: datetime,
+        evidence: Evidence,
+        summary: str,
+        offset: int | None = None,
+        slice: str | None = None,
+        model_version: str = "all",
+    ) -> Finding:
+        """A condition found by one of this model's checks (model-level: no feature)."""
+        return Finding(kind, self.model_id, None, slice, True, at, model_version, evidence, summary, offset)
+
+    def _clean(self, kind: AlertKind, at: datetime, offset: int | None, slice: str | None = None) -> Finding:
+        """A check that ran and found nothing, so an alert of its kind can resolve."""
+        return Finding(kind, self.model_id, None, slice, False, at, offset=offset)
 
     def metrics(self) -> dict[str, Any]:
         """All-time metrics: overall, per version, per slice value; serving per version; counters."""
