@@ -87,12 +87,6 @@ class NumericStats:
             return [math.nan for _ in ranks]
         return [float(q) for q in self.sketch.get_quantiles(list(ranks))]
 
-    def cdf(self, points: np.ndarray) -> np.ndarray:
-        """Share of values at or below each point (from the sketch)."""
-        if self._n == 0:
-            return np.full(len(points), math.nan)
-        return np.asarray(self.sketch.get_cdf(list(map(float, points)), inclusive=True)[:-1])
-
     def summary(self) -> dict[str, float | int]:
         q = self.quantiles([0.05, 0.25, 0.5, 0.75, 0.95])
         return {
@@ -161,15 +155,6 @@ class CategoryStats:
                 frequencies[value] = n
             else:
                 self.overflow_count += n
-
-    @property
-    def mismatches(self) -> int:
-        """Any value is a valid category (numbers and booleans are read as their text)."""
-        return 0
-
-    @property
-    def cardinality_exceeded(self) -> bool:
-        return self.overflow_count > 0
 
     def summary(self) -> dict[str, Any]:
         top = sorted(self.frequencies.items(), key=lambda item: -item[1])[:10]

@@ -165,7 +165,6 @@ class DriftMonitor:
         self.multivariate: list[WindowTest] = []
         self.multivariate_names: list[str] = []
         self.multivariate_sample = ValueSample()
-        self.multivariate_alarmed = False
         self._builder: ReferenceBuilder | None = None
         self._window_start: datetime | None = None
         self._window_end: datetime | None = None
@@ -417,7 +416,9 @@ class DriftMonitor:
                             slice=None,
                             active=True,
                             at=at,
-                            evidence=self._evidence(test, result.score, stats.count, result.details),
+                            evidence=self._evidence(
+                                test, result.score, stats.count, {**result.details, **self._distributions(feature)}
+                            ),
                             summary=f"{self.model.model_id}: {self._subject(feature)} drifted from the reference "
                             f"({test.name} = {result.score:.3g} over threshold {result.threshold:.3g})",
                         )
@@ -425,6 +426,13 @@ class DriftMonitor:
         if not drifted:
             findings.append(Finding(feature.kind, self.model.model_id, feature.alert_feature, None, False, at))
         return findings
+
+    def _distributions(self, feature: FeatureMonitor) -> dict[str, Any]:
+        """The reference's and the window's summaries side by side, for the person reading the alert."""
+        assert feature.stats is not None and self.reference is not None
+        reference = self.reference.features[feature.name].stats.summary()
+        current = feature.stats.summary()
+        return {f"reference_{k}": v for k, v in reference.items()} | {f"current_{k}": v for k, v in current.items()}
 
     def _data_quality(self, feature: FeatureMonitor) -> Finding:
         """Rules, not statistics: each rate against its configured bound."""
@@ -526,7 +534,6 @@ class DriftMonitor:
             "multivariate": [detector_state(d) for d in self.multivariate],
             "multivariate_names": self.multivariate_names,
             "multivariate_sample": self.multivariate_sample.to_state(),
-            "multivariate_alarmed": self.multivariate_alarmed,
             "window_start": None if self._window_start is None else self._window_start.isoformat(),
             "window_end": None if self._window_end is None else self._window_end.isoformat(),
         }
@@ -548,7 +555,6 @@ class DriftMonitor:
         if sample.kept:
             sample.chunks = [sample.chunks[0].reshape(-1, len(monitor.multivariate_names))]
         monitor.multivariate_sample = sample
-        monitor.multivariate_alarmed = state["multivariate_alarmed"]
         for name in ("window_start", "window_end"):
             value = state[name]
             setattr(monitor, f"_{name}", None if value is None else datetime.fromisoformat(value))

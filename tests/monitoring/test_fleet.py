@@ -121,3 +121,23 @@ def test_data_quality_mutes_drift_on_the_same_feature():
                    and a.starts_at >= first_quality.starts_at]  # fmt: skip
     assert drift_after == []
     assert fleet.models["m"].lifecycle.muted["feature_drift"] > 0
+
+
+def test_window_test_evidence_shows_reference_and_current_distributions():
+    rng = np.random.default_rng(5)
+    config = MonitorConfig.model_validate(
+        {"reference": {"warmup_events": 2000}, "window": {"size_events": 500},
+         "detectors": {"numeric": ["ks"], "prediction": [], "multivariate": []}}
+    )  # fmt: skip
+    events = [
+        decode_any(orjson.dumps({"model_id": "m", "prediction_id": f"p{i}", "prediction": 0.5,
+                                 "timestamp": f"2024-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                                 "features": {"x": float(rng.normal(1.0 if i >= 3000 else 0.0, 1.0))}}))
+        for i in range(4000)
+    ]  # fmt: skip
+    alerts = [r.alert for r in run(FleetMonitor(config), events, batch=250)]
+    drift = next(a for a in alerts if a.kind.value == "feature_drift")
+    details = drift.evidence.details
+    assert drift.evidence.detector == "ks" and drift.evidence.score > drift.evidence.threshold
+    assert abs(details["reference_mean"]) < 0.1 and abs(details["current_mean"] - 1.0) < 0.2
+    assert details["current_count"] == 500 and details["reference_count"] == 2000
