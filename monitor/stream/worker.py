@@ -77,12 +77,13 @@ def build_app(config: MonitorConfig) -> faust.App:
         STATE_TABLE,
         default=None,
         partitions=kafka.partitions,
-        key_type=str,
-        value_type=dict,  # neither is a faust Record, so both serialise as JSON
+        # No key_type/value_type: JSON both ways. (value_type=dict breaks recovery: faust calls
+        # dict.from_data, logs a WARNING and resumes with an empty table.)
     )
 
     cache: dict[str, _ModelEntry] = {}
     app.dead_letters = Counter()  # by reason, for tests and (later) metrics
+    app.replayed = 0  # messages skipped because the state already covered them
 
     def entry_for(model_id: str) -> _ModelEntry:
         record = states.get(model_id)
@@ -110,6 +111,7 @@ def build_app(config: MonitorConfig) -> faust.App:
     async def monitor_predictions(stream: Any) -> None:
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
             batches: dict[str, tuple[list[PredictionEvent], list[int], list[int]]] = {}
+            replayed: list[int] = []
             for event in events:
                 message = event.message
                 try:
@@ -119,11 +121,20 @@ def build_app(config: MonitorConfig) -> faust.App:
                     continue
                 entry = entry_for(prediction.model_id)
                 if message.offset < entry.covered.get(str(message.partition), 0):
-                    continue  # already in the state: a replay after a restart
+                    replayed.append(message.offset)  # already in the state: a replay after a restart
+                    continue
                 batch = batches.setdefault(prediction.model_id, ([], [], []))
                 batch[0].append(prediction)
                 batch[1].append(message.offset)
                 batch[2].append(message.partition)
+            if replayed:
+                app.replayed += len(replayed)
+                log.info(
+                    "skipped %d replayed messages the state already covers (offsets %d to %d)",
+                    len(replayed),
+                    min(replayed),
+                    max(replayed),
+                )
             for model_id, (predictions, offsets, partitions) in batches.items():
                 entry = entry_for(model_id)
                 raised = entry.monitor.observe(predictions, offsets, [], [])
