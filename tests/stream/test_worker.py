@@ -27,6 +27,7 @@ from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter
 from monitor.stream.kafka_settings import consumer_settings, producer_settings
 from monitor.stream.topics import ensure_topics
+from monitor.stream.worker import decode_record
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud-scorer"
@@ -40,9 +41,9 @@ INVALID = {
 pytestmark = pytest.mark.broker
 
 
-def _start_worker(tmp_path: Path, kafka_config: KafkaConfig) -> subprocess.Popen:
+def _start_worker(tmp_path: Path, kafka_config: KafkaConfig, warmup: int = WARMUP) -> subprocess.Popen:
     config = {
-        "reference": {"warmup_events": WARMUP},
+        "reference": {"warmup_events": warmup},
         "window": {"size_events": WINDOW},
         "kafka": kafka_config.model_dump(mode="json", exclude_none=True),
     }
@@ -70,8 +71,9 @@ def _stop(worker: subprocess.Popen) -> None:
             worker.wait(timeout=5)
 
 
-def _publish_predictions(kafka_config: KafkaConfig, first: int, last: int) -> None:
-    """Predictions `first` to `last - 1` of one stream whose `amount` shifts at `SHIFT_AT`."""
+def _publish_predictions(kafka_config: KafkaConfig, first: int, last: int, noise_features: int = 0) -> None:
+    """Predictions `first` to `last - 1` of one stream whose `amount` shifts at `SHIFT_AT`,
+    with `noise_features` more features to make the state large."""
     rng = random.Random(7)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     with DriftlinePublisher(kafka_config) as publisher:
@@ -80,7 +82,11 @@ def _publish_predictions(kafka_config: KafkaConfig, first: int, last: int) -> No
             publisher.publish_prediction(
                 model_id=MODEL,
                 prediction_id=f"p{i}",
-                features={"amount": amount, "age": rng.gauss(40, 5)},
+                features={
+                    "amount": amount,
+                    "age": rng.gauss(40, 5),
+                    **{f"noise{j}": rng.random() for j in range(noise_features)},
+                },
                 prediction=0.5,
                 model_version="v1",
                 timestamp=start + timedelta(seconds=i),
@@ -152,7 +158,8 @@ def _committed(kafka_config: KafkaConfig) -> int:
 def _latest_state(consumer: KafkaConsumer, states: dict[str, dict]) -> dict[str, dict]:
     """Read what the changelog holds now into `states` (last record per model wins)."""
     for record in consumer:
-        states[json.loads(record.key)] = json.loads(record.value)
+        monitor_state, covered = decode_record(record.value)
+        states[json.loads(record.key)] = {"monitor": monitor_state, "covered": covered, "bytes": len(record.value)}
     return states
 
 
@@ -170,17 +177,19 @@ def _wait_for_events(consumer: KafkaConsumer, states: dict, worker: subprocess.P
 
 def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_config):
     """SIGKILL after a first half, restart, second half: the state recovered from the changelog
-    has counted each event exactly once, whatever the consumer group had committed."""
+    has counted each event exactly once, whatever the consumer group had committed. 100
+    features and a warm-up longer than the run make the state records larger than 1 MB
+    (Kafka's default message size), as with wide models in production."""
     ensure_topics(kafka_config)
     changelog = KafkaConsumer(
         f"{kafka_config.consumer_group}-model-state-changelog",
         **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=200),
     )
-    first = _start_worker(tmp_path, kafka_config)
+    first = _start_worker(tmp_path, kafka_config, warmup=2000)
     second = None
     states: dict[str, dict] = {}
     try:
-        _publish_predictions(kafka_config, 0, 700)
+        _publish_predictions(kafka_config, 0, 700, noise_features=98)
         state = _wait_for_events(changelog, states, first, 700, tmp_path / "worker.log")
         first.send_signal(signal.SIGKILL)  # before or after faust commits: either must count once
         first.wait(timeout=5)
@@ -188,14 +197,15 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
         (tmp_path / "worker.log").rename(tmp_path / "worker-killed.log")
         committed = _committed(kafka_config)
 
-        second = _start_worker(tmp_path, kafka_config)
-        _publish_predictions(kafka_config, 700, 1000)
+        second = _start_worker(tmp_path, kafka_config, warmup=2000)
+        _publish_predictions(kafka_config, 700, 1000, noise_features=98)
         state = _wait_for_events(changelog, states, second, 1000, tmp_path / "worker.log")
         time.sleep(1.0)  # a double count would show as a later, larger record
         state = _latest_state(changelog, states)[MODEL]
         assert state["monitor"]["drift"]["events"] == 1000
         assert sum(state["covered"].values()) == 1000  # one partition holds the model: next offset 1000
         assert second.poll() is None
+        assert state["bytes"] > 1_000_000
         # What the group had not committed was replayed, and skipped: one contiguous run ending at
         # the last offset the state covered. (Its start is the committed offset, usually 0: faust
         # commits every 2.8 s; not asserted, a commit in flight at the kill can still land.)
