@@ -159,6 +159,21 @@ def demo(out_dir: Path, predictions: int) -> None:
 
 @main.command()
 @click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML configuration; DRIFTLINE_* environment variables win.",
+)
+@click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+def worker(config_path: Path | None, loglevel: str) -> None:
+    """A streaming worker (faust): predictions -> drift monitors -> alerts; run N of them to scale out."""
+    from monitor.stream.worker import run_worker
+
+    run_worker(_config(config_path), loglevel=loglevel)
+
+
+@main.command()
+@click.option(
     "--port", type=click.IntRange(0, 65535), default=19092, show_default=True, help="Loopback port; 0 picks a free one."
 )
 def broker(port: int) -> None:

@@ -146,6 +146,6 @@ def test_reference_from_training_data(tmp_path, suffix):
 
 
 def test_every_command_has_help():
-    for command in ("schemas", "reference", "replay", "demo"):
+    for command in ("schemas", "reference", "replay", "demo", "broker", "worker"):
         result = driftline(command, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout
