@@ -438,16 +438,7 @@ class JoinStore:
                 self._tomb_bucket_of_now().append(prediction_id)
             if len(self._tombs) > self.max_tombstones and len(self._tomb_heap) > 1:
                 self._drop_tomb_bucket(heapq.heappop(self._tomb_heap))
-        kind = self._kind[slot]
-        value = self._pred[slot]
-        if kind == _INT:
-            prediction: Any = int(value)
-        elif kind == _FLOAT:
-            prediction = value
-        elif kind == _BOOL:
-            prediction = value != 0.0
-        else:
-            prediction = self._strings[int(value)]
+        prediction = self._decode_prediction(self._kind[slot], self._pred[slot])
         multi = self._multi.pop(slot, None) if self._multi else None
         return JoinedOutcome(
             prediction_id,
@@ -461,6 +452,16 @@ class JoinStore:
             timestamp,
             None if multi is None else self._decode_multi(multi),
         )
+
+    def _decode_prediction(self, kind: int, value: float) -> Any:
+        """The prediction as the event carried it, from its stored kind and number."""
+        if kind == _INT:
+            return int(value)
+        if kind == _FLOAT:
+            return value
+        if kind == _BOOL:
+            return value != 0.0
+        return self._strings[int(value)]
 
     def _joined(
         self,
@@ -485,14 +486,7 @@ class JoinStore:
             self._flush_delays(m)
         if self.max_tombstones:
             self._tombstone(prediction_id, m * 4 + _TOMB_JOINED)
-        if kind == _INT:
-            prediction: Any = int(value)
-        elif kind == _FLOAT:
-            prediction = value
-        elif kind == _BOOL:
-            prediction = value != 0.0
-        else:
-            prediction = self._strings[int(value)]
+        prediction = self._decode_prediction(kind, value)
         return JoinedOutcome(
             prediction_id,
             model,
