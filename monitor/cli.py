@@ -183,5 +183,37 @@ def broker(port: int) -> None:
     sys.exit(run_broker(port or None))
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML configuration; DRIFTLINE_* environment variables win.",
+)
+@click.option("--wait", "wait_seconds", default=60.0, show_default=True, help="Seconds to retry an unreachable broker.")
+def topics(config_path: Path | None, wait_seconds: float) -> None:
+    """Create Driftline's topics (idempotent) and print their partition counts; for deployments."""
+    import time
+
+    from kafka.errors import KafkaError
+
+    from monitor.stream.topics import TopicError, ensure_topics
+
+    kafka = _config(config_path).kafka
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            partitions = ensure_topics(kafka)
+            break
+        except TopicError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KafkaError as exc:  # broker not reachable yet: retry until the deadline
+            if time.monotonic() >= deadline:
+                raise click.ClickException(f"kafka {kafka.bootstrap_servers}: {exc!r}") from None
+            time.sleep(2.0)
+    for name, count in partitions.items():
+        click.echo(f"{name}: {count} partitions")
+
+
 if __name__ == "__main__":
     main()
