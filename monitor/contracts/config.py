@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -200,6 +200,10 @@ class TopicsConfig(_Section):
     dead_letter: str = "driftline-dead-letter"
     retrain_requests: str = "retrain-requests"
     audit: str = "driftline-audit"
+    review_requests: str = "review-requests"
+    """Where the playbook runner asks a person to look at an alert (`ReviewRequest`)."""
+    approvals: str = "driftline-approvals"
+    """Where people approve a rollback for an alert fingerprint (`Approval`)."""
 
 
 class KafkaConfig(_Section):
@@ -224,6 +228,198 @@ class MetricsConfig(_Section):
     port: int = Field(9108, ge=0, le=65535)
 
 
+# --- playbooks: the rules of `driftline playbooks` (monitor/playbooks/) -----------------------
+
+PLAYBOOK_TEMPLATE_FIELDS = (
+    "alert_id",
+    "fingerprint",
+    "kind",
+    "model_id",
+    "model_version",
+    "severity",
+    "target_version",
+)
+"""The only `{placeholders}` a URL or command template may use: alert fields and configured values."""
+
+
+def _template_fields(template: str) -> list[str]:
+    """The placeholders of `template`, refusing anything but plain names from the allowed list."""
+    import string
+
+    names = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if name not in PLAYBOOK_TEMPLATE_FIELDS or spec or conversion:
+            raise ValueError(
+                f"Invalid placeholder {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                f" in {template!r}. Valid values are: {PLAYBOOK_TEMPLATE_FIELDS}"
+            )
+        names.append(name)
+    return names
+
+
+class PlaybookHttp(_Section):
+    """An HTTP request whose target is fixed by this configuration, never by alert content.
+
+    `{model_id}` and the other `PLAYBOOK_TEMPLATE_FIELDS` may appear in the path and query only,
+    and are URL-quoted when filled, so an alert cannot change the scheme, host or port."""
+
+    url: str
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
+    headers: dict[str, str] = {}
+    """Constant, non-secret headers."""
+    headers_from_env: dict[str, str] = {}
+    """Header name -> name of the environment variable holding its value (tokens stay out of files)."""
+    timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fixed_target(self) -> PlaybookHttp:
+        from urllib.parse import urlsplit
+
+        _template_fields(self.url)
+        fixed = urlsplit(self.url.split("{", 1)[0])
+        if fixed.scheme not in ("http", "https") or not fixed.netloc:
+            raise ValueError(f"url {self.url!r}: must start with http:// or https:// and a host")
+        if "{" in self.url and not fixed.path.startswith("/"):
+            raise ValueError(f"url {self.url!r}: placeholders are allowed in the path and query only")
+        return self
+
+
+class RollbackAction(_Section):
+    """Switch the model to a configured version, by HTTP or by a command run without a shell."""
+
+    type: Literal["rollback"]
+    http: PlaybookHttp | None = None
+    """The model server's endpoint; the body is JSON (model, from and to version, alert id)."""
+    command: list[str] | None = None
+    """An argv list, e.g. `["kubectl", "rollout", "undo", "deployment/{model_id}"]`; the program is fixed."""
+    command_timeout_seconds: float = Field(60.0, gt=0)
+    target_version: str = "previous"
+    """Version to switch to, as `{target_version}`; `target_versions` overrides it per model."""
+    target_versions: dict[str, str] = {}
+    approval: Literal["required", "none"] = "required"
+    """`required`: act only after an `Approval` for the alert's fingerprint on `kafka.topics.approvals`."""
+    once_per_model_seconds: float = Field(86400.0, ge=0)
+    """At most one rollback per model in this period, whatever the rule."""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RollbackAction:
+        if (self.http is None) == (self.command is None):
+            raise ValueError("rollback needs exactly one of `http` or `command`")
+        if self.command is not None:
+            if not self.command or _template_fields(self.command[0]):
+                raise ValueError("rollback `command`: a non-empty argv list whose program has no placeholder")
+            for argument in self.command:
+                _template_fields(argument)
+        return self
+
+
+class RetrainAction(_Section):
+    """Ask for retraining: a `RetrainRequest` to `kafka.topics.retrain_requests`, or to a webhook."""
+
+    type: Literal["retrain"]
+    webhook: PlaybookHttp | None = None
+    training_window_seconds: float = Field(7 * 86400.0, gt=0)
+    """Data window to train on: this long, ending at the end of the alert's evidence window."""
+
+
+class HumanReviewAction(_Section):
+    """Ask a person to look: a `ReviewRequest` (alert, runbook link) to `kafka.topics.review_requests` or a webhook."""
+
+    type: Literal["human_review"]
+    webhook: PlaybookHttp | None = None
+
+
+class NotifyAction(_Section):
+    """Post the alert to a webhook (chat, ticketing)."""
+
+    type: Literal["notify"]
+    webhook: PlaybookHttp
+
+
+PlaybookAction = Annotated[
+    RollbackAction | RetrainAction | HumanReviewAction | NotifyAction, Field(discriminator="type")
+]
+
+
+class PlaybookRule(_Section):
+    """When an alert matches (kind, severity, model, firing long enough), run `action`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Unique; names the rule in the audit trail and in idempotency keys."""
+    kinds: list[AlertKind] = Field(min_length=1)
+    severities: list[Severity] = list(Severity)
+    models: list[str] = ["*"]
+    """Model ids or globs (`fraud-*`)."""
+    min_firing_seconds: float = Field(0.0, ge=0)
+    """Event time the alert must have been firing (from its `starts_at` to its evidence's `window_end`)."""
+    enabled: bool = True
+    """False: the rule is ignored, as if absent."""
+    dry_run: bool = True
+    """True (the default): decisions are audited as `dry_run`, nothing is done. Set false to act."""
+    cooldown_seconds: float = Field(3600.0, ge=0)
+    """After acting for a model, this rule waits this long before acting for that model again."""
+    action: PlaybookAction
+
+
+class PlaybookRateLimit(_Section):
+    """Token bucket over every action of the runner: `actions` at once, refilled over `per_seconds`."""
+
+    actions: int = Field(10, gt=0)
+    per_seconds: float = Field(60.0, gt=0)
+
+
+class PlaybookRetry(_Section):
+    """A failed action is tried again after `backoff_seconds`, doubling up to `max_backoff_seconds`."""
+
+    attempts: int = Field(3, ge=1, le=10)
+    """Tries in all, the first included."""
+    backoff_seconds: float = Field(1.0, ge=0)
+    max_backoff_seconds: float = Field(30.0, ge=0)
+
+
+class PlaybookSilence(_Section):
+    """No action for matching alerts until `ends_at` (like an Alertmanager silence)."""
+
+    models: list[str] = ["*"]
+    kinds: list[AlertKind] = []
+    """Empty: every kind."""
+    ends_at: AwareDatetime
+    comment: str = Field(min_length=1)
+    """Who and why; shown in the audit trail."""
+
+
+class PlaybooksConfig(_Section):
+    """The playbook runner: rules, guardrails and where it writes its audit trail."""
+
+    rules: list[PlaybookRule] = []
+    dry_run: bool = False
+    """Kill switch: true forces every rule to dry-run (`DRIFTLINE_PLAYBOOKS__DRY_RUN=true`)."""
+    kill_switch_file: Path | None = None
+    """While this file exists every rule runs dry; checked at each decision, no restart needed."""
+    audit_file: Path = Path("driftline-playbooks-audit.jsonl")
+    """JSONL audit trail; read back at start so a restarted runner does not act twice."""
+    consumer_group: str = "driftline-playbooks"
+    start_from: Literal["latest", "earliest"] = "latest"
+    """Where a new consumer group starts on `alerts`: `latest` never acts on old alerts."""
+    rate_limit: PlaybookRateLimit = PlaybookRateLimit()
+    retry: PlaybookRetry = PlaybookRetry()
+    approval_ttl_seconds: float = Field(86400.0, gt=0)
+    """An approval without `expires_at` is valid this long after it is received."""
+    max_pending_approvals: int = Field(1000, gt=0)
+    """Rollbacks waiting for approval kept at most; the oldest is dropped (and audited) beyond."""
+    silences: list[PlaybookSilence] = []
+
+    @model_validator(mode="after")
+    def _rule_names_unique(self) -> PlaybooksConfig:
+        names = [rule.name for rule in self.rules]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"playbook rule names must be unique: {duplicates}")
+        return self
+
+
 class MonitorConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -239,6 +435,8 @@ class MonitorConfig(BaseSettings):
     limits: EventLimits = EventLimits()
     kafka: KafkaConfig = KafkaConfig()
     metrics: MetricsConfig = MetricsConfig()
+    playbooks: PlaybooksConfig = PlaybooksConfig()
+    """Rules of the playbook runner (`driftline playbooks`); none by default, so it does nothing."""
 
     @model_validator(mode="after")
     def _model_ids_unique(self) -> MonitorConfig:

@@ -15,6 +15,7 @@ from monitor.contracts.alert import Alert
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
+from monitor.contracts.retrain import Approval, PlaybookDecision, RetrainRequest, ReviewRequest
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     "prediction_event": PredictionEvent,
@@ -22,6 +23,10 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "alert": Alert,
     "dead_letter": DeadLetter,
     "monitor_config": MonitorConfig,
+    "retrain_request": RetrainRequest,
+    "review_request": ReviewRequest,
+    "approval": Approval,
+    "playbook_decision": PlaybookDecision,
 }
 
 
