@@ -109,11 +109,19 @@ MAX_TRACKED_WINDOWS = 100_000
 
 OVERALL = ("all",)
 
+MAX_SCORE_HISTORY = 20
+"""Closed windows whose score each check remembers, and whose metric per version the evidence of
+a performance alert carries (`recent_scores`, `metric_by_version`)."""
+
 _NAN = math.nan
 
 
 def _time(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
+
+
+def _iso(t: float) -> str:
+    return _time(t).isoformat().replace("+00:00", "Z")
 
 
 def _finite(value: float | None) -> float | None:
@@ -288,6 +296,11 @@ class ModelEvaluator:
         self._recent_count = 0
         self._run = [0.0, 0.0, _NAN]  # outcomes, loss, first outcome time since the detector last restarted
         self._alarmed_since_close = False
+        self._score_history: dict[str, list[list[float]]] = {}
+        """Check (`error_stream`, `cbpe`, `canary:<version>`, `slice:<slice>`) -> [window end, score]
+        of the last closed windows, for the evidence."""
+        self._error_peak = 0.0
+        """Highest error-stream statistic at an alarm since the last window closed."""
         # Buffers.
         self._o_rows: list[tuple[float, float, int, int, float, float, float, int]] = []
         """Buffered outcomes: prediction time, outcome time, version, slices, predicted, actual
@@ -752,6 +765,7 @@ class ModelEvaluator:
                 previous = alarm + 1
                 continue
             score = result.score
+            self._error_peak = max(self._error_peak, float(score))
             self.counters["error_alarms"] += 1
             self._alarmed_since_close = True
             metric = "error_rate" if self.task == CLASSIFICATION else "mae"
@@ -764,6 +778,8 @@ class ModelEvaluator:
                 **result.details,
             }
             at = float(times[alarm])
+            details.update(self._recent_scores("error_stream", (at, float(score))))
+            details.update(self._metric_history())
             findings.append(
                 self._active(
                     kind=AlertKind.performance_degradation,
@@ -887,6 +903,8 @@ class ModelEvaluator:
     def _check_error_stream(self, at: datetime, offset: int | None) -> list[Finding]:
         if self.detector is None:
             return []
+        self._remember_score("error_stream", at.timestamp(), max(self._error_peak, self.detector.score))
+        self._error_peak = 0.0
         alarmed = self._alarmed_since_close
         self._alarmed_since_close = False
         if alarmed:
@@ -905,6 +923,7 @@ class ModelEvaluator:
             "n": estimate.n,
             "threshold": _finite(estimate.threshold),
         }
+        self._remember_score("cbpe", at.timestamp(), estimate.accuracy)
         if not estimate.dropped:
             return [self._clean(AlertKind.estimated_performance_drop, at, offset)]
         quality = self.cbpe_report(last=10)
@@ -918,6 +937,8 @@ class ModelEvaluator:
             "reference_roc_auc": _finite(cbpe.reference_roc_auc),
             "estimator_bias": quality["estimator_bias"],
             "labelled_windows_compared": quality["windows_compared"],
+            **self._recent_scores("cbpe"),
+            **self._metric_history(),
         }
         return [
             self._active(
@@ -1028,6 +1049,8 @@ class ModelEvaluator:
         )
         if not results:
             return []
+        for result in results:
+            self._remember_score(f"canary:{result.canary}", at.timestamp(), result.z)
         regressed = [r for r in results if r.regressed]
         if not regressed:
             return [self._clean(AlertKind.canary_regression, at, offset)]
@@ -1058,6 +1081,8 @@ class ModelEvaluator:
                         "p_value": worst.p_value,
                         "alpha": worst.alpha,
                         "versions_regressed": [r.canary for r in regressed],
+                        **self._recent_scores(f"canary:{worst.canary}"),
+                        **self._metric_history(),
                     },
                 ),
                 summary=f"{self.model_id}: version {worst.canary} {metric.replace('_', ' ')} {worst.canary_metric:.4g} "
@@ -1091,6 +1116,7 @@ class ModelEvaluator:
                     "check_windows": self.evaluation.check_windows}  # fmt: skip
         findings = []
         for result in results:
+            self._remember_score(f"slice:{result.slice}", at.timestamp(), result.z)
             if not result.regressed:
                 findings.append(self._clean(AlertKind.slice_regression, at, offset, result.slice))
                 continue
@@ -1115,6 +1141,8 @@ class ModelEvaluator:
                             "margin": result.margin,
                             "p_value": result.p_value,
                             "alpha": result.alpha,
+                            **self._recent_scores(f"slice:{result.slice}"),
+                            **self._metric_history(),
                         },
                     ),
                     summary=f"{self.model_id}: slice {result.slice} {metric.replace('_', ' ')} {result.metric:.4g} vs "
@@ -1175,6 +1203,57 @@ class ModelEvaluator:
                 offset=offset,
             )
         ]
+
+    # ------------------------------------------------------------------ evidence history
+
+    def _remember_score(self, check: str, end: float, score: float) -> None:
+        """Append (window end, score) to a check's bounded history (a score that is not finite is skipped)."""
+        if not math.isfinite(score):
+            return
+        series = self._score_history.setdefault(check, [])
+        series.append([end, float(f"{score:.6g}")])
+        del series[:-MAX_SCORE_HISTORY]
+
+    def _recent_scores(self, check: str, extra: tuple[float, float] | None = None) -> dict[str, Any]:
+        """Evidence details: a check's scores over the last closed windows and the window ends
+        (oldest first), with `extra` (an alarm between window closes) last."""
+        points = list(self._score_history.get(check, []))
+        if extra is not None and math.isfinite(extra[1]):
+            points = [*points[-(MAX_SCORE_HISTORY - 1) :], [extra[0], float(f"{extra[1]:.6g}")]]
+        return {
+            "recent_scores": [score for _, score in points],
+            "recent_window_ends": [_iso(end) for end, _ in points],
+        }
+
+    def _metric_history(self) -> dict[str, Any]:
+        """Evidence details: the error metric (error rate, or MAE for regression) of the last closed
+        windows that have outcomes, overall (`all`) and per version, with the outcome counts."""
+        if self.task is None:
+            return {}
+        windows = [w for w in self._windows if w.metrics is not None][-MAX_SCORE_HISTORY:]
+        names: list[str] = []
+        values: list[list[float | None]] = []
+        counts: list[list[int]] = []
+        groups = [(0, "all"), *((1 + code, name) for code, name in enumerate(self._versions))]
+        for group, name in groups:
+            row_counts = [int(w.metrics.count[group]) if group < w.metrics.n_groups else 0 for w in windows]  # type: ignore[union-attr]
+            if not any(row_counts):
+                continue
+            names.append(name)
+            counts.append(row_counts)
+            values.append(
+                [
+                    round(float(w.metrics.loss[group]) / n, 6) if n else None
+                    for w, n in zip(windows, row_counts, strict=True)
+                ]  # type: ignore[union-attr]
+            )
+        return {
+            "metric_name": "error_rate" if self.task == CLASSIFICATION else "mae",
+            "metric_window_ends": [_iso(w.end) for w in windows],
+            "metric_versions": names,
+            "metric_by_version": values,  # type: ignore[dict-item]
+            "metric_counts_by_version": counts,  # type: ignore[dict-item]
+        }
 
     # ------------------------------------------------------------------ reports
 
@@ -1325,6 +1404,8 @@ class ModelEvaluator:
             "recent": [self._recent.tolist(), self._recent_count],
             "run": [self._run[0], self._run[1], _finite(self._run[2])],
             "alarmed_since_close": self._alarmed_since_close,
+            "score_history": self._score_history,
+            "error_peak": self._error_peak,
             "outcome_buffer": [[*row[:6], _finite(row[6]), row[7]] for row in self._o_rows],
             "outcome_multi": [[row, probs, label] for row, probs, label in self._o_multi],
             "prediction_buffer": [
@@ -1392,6 +1473,10 @@ class ModelEvaluator:
         run = state["run"]
         self._run = [run[0], run[1], _NAN if run[2] is None else run[2]]
         self._alarmed_since_close = state["alarmed_since_close"]
+        self._score_history = {
+            name: [list(p) for p in points] for name, points in state.get("score_history", {}).items()
+        }
+        self._error_peak = state.get("error_peak", 0.0)
         self._o_rows = [(*row[:6], _NAN if row[6] is None else row[6], row[7]) for row in state["outcome_buffer"]]
         self._o_multi = [(row, probs, label) for row, probs, label in state["outcome_multi"]]
         pb = state["prediction_buffer"]

@@ -20,6 +20,7 @@ to a run length of `run_length_events / (1 - budget_share) * number_of_detectors
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,6 +41,30 @@ from monitor.monitoring.columns import category_codes, numeric_column
 
 MAX_WINDOW_VALUES = 10_000
 """Values per feature a window keeps for its tests; beyond, a systematic sample (time windows)."""
+
+MAX_SCORE_HISTORY = 20
+"""Closed windows whose score each check remembers, for the evidence (`recent_scores`)."""
+
+
+def _remember(history: dict[str, list[list[float]]], name: str, end: datetime, score: float) -> None:
+    """Append (window end, score) to a check's bounded history (a score that is not finite is skipped)."""
+    if not math.isfinite(score):
+        return
+    series = history.setdefault(name, [])
+    series.append([end.timestamp(), float(f"{score:.6g}")])
+    del series[:-MAX_SCORE_HISTORY]
+
+
+def _recent(history: list[list[float]], extra: tuple[datetime, float] | None = None) -> dict[str, Any]:
+    """Evidence details from a check's history: its scores and the window ends they were taken at
+    (oldest first), with `extra` (an alarm inside the open window) last."""
+    points = [(datetime.fromtimestamp(end, UTC), score) for end, score in history]
+    if extra is not None:
+        points = [*points[-(MAX_SCORE_HISTORY - 1) :], (extra[0], float(f"{extra[1]:.6g}"))]
+    return {
+        "recent_scores": [score for _, score in points],
+        "recent_window_ends": [end.isoformat().replace("+00:00", "Z") for end, _ in points],
+    }
 
 
 class ValueSample:
@@ -98,6 +123,10 @@ class FeatureMonitor:
     out_of_range: int = 0
     alarmed: bool = False
     """A sequential detector alarmed during the open window."""
+    history: dict[str, list[list[float]]] = field(default_factory=dict)
+    """Check name -> [window end (epoch seconds), score] of the last closed windows (evidence)."""
+    peaks: dict[str, float] = field(default_factory=dict)
+    """Sequential detector -> highest statistic at an alarm in the open window."""
 
     @property
     def alert_feature(self) -> str | None:
@@ -116,6 +145,8 @@ class FeatureMonitor:
             "unseen": self.unseen,
             "out_of_range": self.out_of_range,
             "alarmed": self.alarmed,
+            "history": self.history,
+            "peaks": self.peaks,
         }
 
     @classmethod
@@ -134,6 +165,8 @@ class FeatureMonitor:
             unseen=state["unseen"],
             out_of_range=state["out_of_range"],
             alarmed=state["alarmed"],
+            history={name: [list(point) for point in points] for name, points in state.get("history", {}).items()},
+            peaks=dict(state.get("peaks", {})),
         )
 
 
@@ -165,10 +198,12 @@ class DriftMonitor:
         self.multivariate: list[WindowTest] = []
         self.multivariate_names: list[str] = []
         self.multivariate_sample = ValueSample()
+        self.multivariate_history: dict[str, list[list[float]]] = {}
+        """Multivariate test -> [window end, score] of the last closed windows (evidence)."""
         self._builder: ReferenceBuilder | None = None
         self._window_start: datetime | None = None
         self._window_end: datetime | None = None
-        self.closed_windows: list[tuple[datetime, int]] = []
+        self.closed_windows: list[tuple[datetime, int | None]] = []
         """(event time, offset) of windows closed since the owner last drained this list: other
         per-window checks (evaluation) close on the same clock."""
         if reference is not None:
@@ -295,6 +330,17 @@ class DriftMonitor:
             findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
         return findings
 
+    def advance_to(self, at: datetime, offset: int | None = None) -> list[Finding]:
+        """Close the time windows that event time `at` (the stream's, not this model's) has
+        passed: without it a model that goes quiet never reports its last window. The streaming
+        worker calls it on a timer; count windows are unaffected."""
+        findings: list[Finding] = []
+        for _ in self.clock.advance_to(at.timestamp()):
+            if self.reference is not None:
+                findings += [replace(finding, offset=offset) for finding in self._close_window(at)]
+                self.closed_windows.append((at, offset))
+        return findings
+
     def _observe_segment(self, events: list[PredictionEvent], offsets: list[int]) -> list[Finding]:
         if self._window_start is None:
             self._window_start = events[0].timestamp
@@ -327,6 +373,7 @@ class DriftMonitor:
                 for alarm, result in zip(alarms, detector.alarm_results, strict=True):
                     position = int(positions[alarm])
                     feature.alarmed = True
+                    feature.peaks[detector.name] = max(feature.peaks.get(detector.name, 0.0), float(result.score))
                     findings.append(
                         self._sequential_finding(feature, detector, result, events[position], offsets[position])
                     )
@@ -379,7 +426,12 @@ class DriftMonitor:
             active=True,
             at=event.timestamp,
             model_version=event.model_version,
-            evidence=self._evidence(detector, result.score, feature.stats.count, result.details),  # type: ignore[union-attr]
+            evidence=self._evidence(
+                detector,
+                result.score,
+                feature.stats.count,  # type: ignore[union-attr]
+                {**result.details, **_recent(feature.history.get(detector.name, []), (event.timestamp, result.score))},
+            ),
             summary=f"{self.model.model_id}: {self._subject(feature)} changed ({detector.name} "
             f"statistic {result.score:.3g} reached its calibrated threshold {result.threshold:.3g})",
             offset=offset,
@@ -402,10 +454,14 @@ class DriftMonitor:
         if feature.name != PREDICTION:
             findings.append(quality)
         drifted = feature.alarmed
+        end = self._window_end or at
+        for detector in feature.sequential:
+            _remember(feature.history, detector.name, end, max(feature.peaks.get(detector.name, 0.0), detector.score))
         if stats.count >= self.model.window.min_events and not quality.active:  # type: ignore[union-attr]
             values = feature.sample.values()
             for test in feature.tests:
                 result = test.test(values)
+                _remember(feature.history, test.name, end, result.score)
                 if result.drifted:
                     drifted = True
                     findings.append(
@@ -417,7 +473,14 @@ class DriftMonitor:
                             active=True,
                             at=at,
                             evidence=self._evidence(
-                                test, result.score, stats.count, {**result.details, **self._distributions(feature)}
+                                test,
+                                result.score,
+                                stats.count,
+                                {
+                                    **result.details,
+                                    **self._distributions(feature),
+                                    **_recent(feature.history[test.name]),
+                                },
                             ),
                             summary=f"{self.model.model_id}: {self._subject(feature)} drifted from the reference "
                             f"({test.name} = {result.score:.3g} over threshold {result.threshold:.3g})",
@@ -454,6 +517,9 @@ class DriftMonitor:
             checks.append(("cardinality_overflow", float(overflow), 0.0))
         failing = [(name, value, bound) for name, value, bound in checks if value > bound]
         at = self._window_end or datetime.now(UTC)
+        if stats.count >= self.model.window.min_events:  # type: ignore[union-attr]
+            for name, value, _ in checks:
+                _remember(feature.history, f"data_quality.{name}", at, value)
         if not failing or stats.count < self.model.window.min_events:  # type: ignore[union-attr]
             return Finding(AlertKind.data_quality, self.model.model_id, feature.name, None, False, at)
         rule, value, bound = max(failing, key=lambda item: item[1] - item[2])
@@ -467,7 +533,10 @@ class DriftMonitor:
             current_size=stats.count,
             reference_version=self.reference.version,
             settings_hash=hashlib.sha256(rules.model_dump_json().encode()).hexdigest()[:12],
-            details={name: round(v, 6) for name, v, _ in checks},
+            details={
+                **{name: round(v, 6) for name, v, _ in checks},
+                **_recent(feature.history.get(f"data_quality.{rule}", [])),
+            },
         )
         return Finding(
             AlertKind.data_quality,
@@ -489,6 +558,7 @@ class DriftMonitor:
         if len(rows) >= self.model.window.min_events:  # type: ignore[union-attr]
             for test in self.multivariate:
                 result = test.test(rows)
+                _remember(self.multivariate_history, test.name, self._window_end or at, result.score)
                 if result.drifted:
                     drifted = True
                     findings.append(
@@ -499,7 +569,12 @@ class DriftMonitor:
                             None,
                             True,
                             at,
-                            evidence=self._evidence(test, result.score, len(rows), result.details),
+                            evidence=self._evidence(
+                                test,
+                                result.score,
+                                len(rows),
+                                {**result.details, **_recent(self.multivariate_history[test.name])},
+                            ),
                             summary=f"{self.model.model_id}: the joint distribution of {width} numeric features "
                             f"changed ({test.name} = {result.score:.3g} over {result.threshold:.3g})",
                         )
@@ -515,6 +590,7 @@ class DriftMonitor:
             feature.sample = ValueSample()
             feature.unseen = feature.out_of_range = 0
             feature.alarmed = False
+            feature.peaks = {}
         self.multivariate_sample = ValueSample()
         self._window_start = self._window_end = None
 
@@ -534,6 +610,7 @@ class DriftMonitor:
             "multivariate": [detector_state(d) for d in self.multivariate],
             "multivariate_names": self.multivariate_names,
             "multivariate_sample": self.multivariate_sample.to_state(),
+            "multivariate_history": self.multivariate_history,
             "window_start": None if self._window_start is None else self._window_start.isoformat(),
             "window_end": None if self._window_end is None else self._window_end.isoformat(),
         }
@@ -555,6 +632,9 @@ class DriftMonitor:
         if sample.kept:
             sample.chunks = [sample.chunks[0].reshape(-1, len(monitor.multivariate_names))]
         monitor.multivariate_sample = sample
+        monitor.multivariate_history = {
+            name: [list(point) for point in points] for name, points in state.get("multivariate_history", {}).items()
+        }
         for name in ("window_start", "window_end"):
             value = state[name]
             setattr(monitor, f"_{name}", None if value is None else datetime.fromisoformat(value))
