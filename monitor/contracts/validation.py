@@ -13,6 +13,8 @@ schema | features.age: input should be a boolean, a number, a string or null, go
 
 from __future__ import annotations
 
+import reprlib
+
 import orjson
 from pydantic import ValidationError
 
@@ -45,7 +47,7 @@ def format_validation_error(error: ValidationError, max_errors: int = 3) -> str:
         loc = list(item["loc"])
         if loc and loc[-1] in _UNION_TAGS:
             item = {**item, "union_tag": loc.pop()}
-        path = ".".join(str(part) for part in loc) or "event"
+        path = ".".join(_short_part(part) for part in loc) or "event"
         by_path.setdefault(path, []).append(item)
     clauses = []
     for path, items in by_path.items():
@@ -69,8 +71,27 @@ def format_validation_error(error: ValidationError, max_errors: int = 3) -> str:
     return f"{text}; and {extra} more" if extra > 0 else text
 
 
+def _bounded_repr() -> reprlib.Repr:
+    bounded = reprlib.Repr()
+    bounded.maxlevel = 3  # a value nested 1,000 deep is shown as [[[[...]]]], never recursed into
+    bounded.maxstring = bounded.maxother = bounded.maxlong = 80
+    bounded.maxlist = bounded.maxtuple = bounded.maxdict = bounded.maxset = 6
+    return bounded
+
+
+_REPR = _bounded_repr()
+
+
 def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    """A repr of at most `limit` characters, whatever the value's size or depth (hostile input
+    ends up in dead-letter messages and logs)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_part(part: object, limit: int = 64) -> str:
+    """One part of a field path; a hostile 60,000-character feature name is cut short."""
+    text = str(part)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
