@@ -215,5 +215,38 @@ def topics(config_path: Path | None, wait_seconds: float) -> None:
         click.echo(f"{name}: {count} partitions")
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML configuration with a `playbooks` section; DRIFTLINE_* environment variables win.",
+)
+@click.option("--dry-run", is_flag=True, help="Kill switch: every rule runs dry, whatever the config says.")
+@click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+def playbooks(config_path: Path | None, dry_run: bool, loglevel: str) -> None:
+    """Consume alerts, run the configured actions behind guardrails, write an audit trail."""
+    import logging
+
+    from monitor.playbooks.runner import decision_line, run_playbooks
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(config_path)
+    if dry_run:
+        config = config.model_copy(update={"playbooks": config.playbooks.model_copy(update={"dry_run": True})})
+    live = [rule.name for rule in config.playbooks.rules if rule.enabled and not rule.dry_run]
+    click.echo(
+        f"playbooks: {len(config.playbooks.rules)} rules ({', '.join(live) or 'none'} live"
+        f"{', all forced dry-run' if config.playbooks.dry_run else ''}); audit -> {config.playbooks.audit_file}",
+        err=True,
+    )
+    summary = run_playbooks(config, on_decision=lambda decision: click.echo(decision_line(decision)))
+    click.echo(
+        f"playbooks: {summary.alerts} alerts, {summary.approvals} approvals in {summary.seconds:.0f} s: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items())) or "no decisions"),
+        err=True,
+    )
+
+
 if __name__ == "__main__":
     main()
