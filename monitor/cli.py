@@ -248,5 +248,43 @@ def playbooks(config_path: Path | None, dry_run: bool, loglevel: str) -> None:
     )
 
 
+@main.command()
+@click.argument("alert_id")
+@click.option(
+    "--alerts",
+    "alerts_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Alerts JSONL (`driftline replay --alerts-out`).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML configuration: read the alerts topic of its `kafka` section.",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="[default: alert-ALERT_ID.html]")
+def explain(alert_id: str, alerts_path: Path | None, config_path: Path | None, out: Path | None) -> None:
+    """An HTML page with one alert's evidence (ALERT_ID: an alert id, or a prefix of it or its fingerprint)."""
+    import re
+
+    from monitor.observability.explain import ExplainError
+    from monitor.observability.explain import explain as write_page
+
+    if (alerts_path is None) == (config_path is None):
+        raise click.UsageError("give either --alerts FILE.jsonl or --config FILE (to read the alerts topic)")
+    out = out or Path(f"alert-{re.sub(r'[^A-Za-z0-9_.-]+', '_', alert_id)[:80]}.html")
+    kafka = _config(config_path).kafka if config_path is not None else None
+    try:
+        chosen, records, skipped = write_page(alert_id, out, alerts_path=alerts_path, kafka=kafka)
+    except ExplainError as exc:
+        raise click.ClickException(str(exc)) from None
+    alert = chosen.alert
+    click.echo(
+        f"{alert.kind.value} {alert.status.value} {alert.alert_id} ({records} records"
+        + (f", {skipped} records skipped: not alerts" if skipped else "")
+        + f") -> {out}"
+    )
+
+
 if __name__ == "__main__":
     main()
