@@ -205,3 +205,38 @@ def test_a_storm_of_1000_alerts_acts_no_more_than_the_rate_limit(tmp_path, kafka
         assert 5 <= len(acted) <= 5 + int(elapsed / 12)
         assert len(acted) + len(limited) == 1000
         assert len(server.requests_to("/hook")) == len(acted)
+
+
+def test_the_runner_survives_a_broker_restart(tmp_path):
+    """Own embedded broker, stopped and started again on the same port (empty, as it loses
+    everything): the runner keeps running and acts on an alert sent after the restart."""
+    from monitor.stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker().start()
+    try:
+        kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, profile="embedded", consumer_group="restart")
+        rules = [{"name": "retrain-drift", "kinds": ["feature_drift"], "dry_run": False, "action": {"type": "retrain"}}]
+        ensure_topics(kafka)
+        with Running(_config(kafka, tmp_path, "restart", rules, rate_limit={"actions": 100})) as running:
+
+            def publish(model_id: str) -> None:
+                producer = KafkaProducer(**producer_settings(kafka))
+                alert = make_alert(model_id=model_id)
+                producer.send(kafka.topics.alerts, key=model_id.encode(), value=alert.model_dump_json().encode())
+                producer.flush(timeout=10)
+                producer.close()
+
+            def acted_for(model_id: str) -> bool:
+                return any(d.model_id == model_id and d.outcome is Outcome.acted for d in running.decisions)
+
+            publish("before")
+            _wait(lambda: acted_for("before"), 20, "the alert before the restart")
+            broker.stop()
+            time.sleep(2)
+            broker = EmbeddedBroker(port=broker.port).start()
+            ensure_topics(kafka)
+            publish("after")
+            _wait(lambda: acted_for("after"), 60, "the alert after the restart")
+            assert running.thread.is_alive()
+    finally:
+        broker.stop()
