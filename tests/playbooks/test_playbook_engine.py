@@ -378,3 +378,12 @@ def test_every_decision_has_the_fields_the_audit_needs(tmp_path):
     for line in audit_lines(tmp_path):
         assert line.alert_id and line.fingerprint and line.rule == "retrain-drift" and line.action == "retrain"
         assert line.time and line.kind is AlertKind.feature_drift and line.inputs
+
+
+def test_the_example_configuration_loads_and_covers_every_kind(repo_root):
+    from monitor.contracts.config import load_config
+
+    config = load_config(repo_root / "examples" / "playbooks.yaml")
+    assert {kind for rule in config.playbooks.rules for kind in rule.kinds} == set(AlertKind)
+    rollbacks = [rule for rule in config.playbooks.rules if rule.action.type == "rollback"]
+    assert rollbacks and all(rule.dry_run for rule in rollbacks)  # shipped dry
