@@ -226,6 +226,7 @@ class KafkaConfig(_Section):
 
 class MetricsConfig(_Section):
     port: int = Field(9108, ge=0, le=65535)
+    """Port of `/metrics` on every worker; 0 picks a free one (logged at start)."""
 
 
 # --- playbooks: the rules of `driftline playbooks` (monitor/playbooks/) -----------------------

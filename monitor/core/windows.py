@@ -82,6 +82,21 @@ class WindowClock:
             self.closed_before = window
         return closing
 
+    def advance_to(self, timestamp: float) -> list[int]:
+        """Move the watermark to `timestamp` (event time seen elsewhere in the stream) and close
+        what that completes: a time window ends even when its model goes quiet. Count windows
+        ignore time.
+
+        >>> from monitor.contracts.config import WindowConfig
+        >>> clock = WindowClock(WindowConfig(size_events=None, size_seconds=60, allowed_lateness_seconds=30))
+        >>> clock.assign(10.0), clock.advance_to(80.0), clock.advance_to(95.0)
+        (0, [], [0])
+        """
+        if self.size_seconds is None:
+            return []
+        self.watermark = max(self.watermark, timestamp - self.lateness)
+        return self.advance()
+
     def bounds(self, window: int) -> tuple[float | None, float | None]:
         """Event-time bounds of a time window (None for count windows)."""
         if self.size_seconds is None:

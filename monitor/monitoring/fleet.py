@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from monitor.alerts.lifecycle import AlertLifecycle
@@ -43,6 +44,8 @@ class ModelMonitor:
     def __init__(self, model_id: str, config: MonitorConfig, state: dict[str, Any] | None = None):
         model = config.model(model_id)
         self.lifecycle = AlertLifecycle(config.alerting)
+        self.windows_closed = 0
+        """Windows closed since this object was built (a metric, not state)."""
         if state is None:
             reference = ReferenceProfile.load(model.reference) if model.reference else None
             self.drift = DriftMonitor(model, config, reference)
@@ -62,10 +65,22 @@ class ModelMonitor:
         findings = self.drift.observe(predictions, prediction_offsets)
         findings += self.evaluator.observe_predictions(predictions, prediction_offsets)
         findings += self.evaluator.observe_outcomes(outcomes, outcome_offsets)
+        return self.raise_alerts(findings + self._close_evaluation_windows())
+
+    def advance_to(self, at: datetime, offset: int | None = None) -> list[RaisedAlert]:
+        """Close the time windows event time `at` has passed though this model sent nothing (a
+        timer in the streaming worker); see `DriftMonitor.advance_to`."""
+        findings = self.drift.advance_to(at, offset)
+        return self.raise_alerts(findings + self._close_evaluation_windows())
+
+    def _close_evaluation_windows(self) -> list[Finding]:
+        """Evaluation closes its windows on the drift monitor's clock."""
+        findings = []
+        self.windows_closed += len(self.drift.closed_windows)
         for window_end, offset in self.drift.closed_windows:
             findings += self.evaluator.close_window(window_end, offset)
         self.drift.closed_windows.clear()
-        return self.raise_alerts(findings)
+        return findings
 
     def flush(self) -> list[RaisedAlert]:
         """Process what the evaluator still buffers (end of a replay, or a timer)."""

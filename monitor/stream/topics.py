@@ -4,13 +4,15 @@ Every topic gets `kafka.partitions` partitions and `kafka.replication_factor` re
 that exists already is left alone (Kafka cannot shrink partitions, and the embedded broker
 cannot add them), but `predictions` and `outcomes` must keep the same partition count: the
 join co-partitions them by `prediction_id`, so a difference is an error, not a warning.
-faust creates its own internal topics (repartition, changelog) with the same settings
-(`kafka_settings.faust_settings`).
+The worker's own stages (`internal_topics`: the join input and the joined outcomes) are created
+here too, with the same partition count as the inputs they are co-partitioned with; faust
+creates the changelog topics of its tables with the same settings (`kafka_settings.faust_settings`).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from kafka import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError, for_code
@@ -25,9 +27,26 @@ class TopicError(RuntimeError):
     """A topic could not be created or has a layout Driftline cannot work with."""
 
 
+class InternalTopics(NamedTuple):
+    join_input: str
+    """Prediction and outcome items keyed by `prediction_id` (partitioned like `outcomes`)."""
+    joined: str
+    """Joined outcomes keyed by `model_id` (partitioned like `predictions`)."""
+
+
+def internal_topics(config: KafkaConfig) -> InternalTopics:
+    """The worker's internal topics, named after its consumer group (as faust names changelogs).
+
+    >>> internal_topics(KafkaConfig(consumer_group="driftline"))
+    InternalTopics(join_input='driftline-join-input', joined='driftline-joined')
+    """
+    group = config.consumer_group
+    return InternalTopics(join_input=f"{group}-join-input", joined=f"{group}-joined")
+
+
 def topic_names(config: KafkaConfig) -> list[str]:
-    """The topics Driftline reads and writes, in the order of `TopicsConfig`."""
-    return list(config.topics.model_dump().values())
+    """The topics Driftline reads and writes: `TopicsConfig` in order, then the internal ones."""
+    return [*config.topics.model_dump().values(), *internal_topics(config)]
 
 
 def ensure_topics(config: KafkaConfig, *, timeout_ms: int = 10_000) -> dict[str, int]:

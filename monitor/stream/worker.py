@@ -1,83 +1,118 @@
 """`driftline worker`: the monitoring core on Kafka, as a faust-streaming app.
 
-Read top to bottom: the app, its topics, its table, its agent. The agent is a short loop that
-decodes predictions and calls the core (`ModelMonitor`); everything else is plumbing.
+Read top to bottom: the app, its topics, its tables, its agents, its timer. Agents are short
+loops that decode, call the core (`ModelMonitor`, `JoinStore`) and send on; the data flows one
+way:
 
-- Invalid input never crashes the agent: it goes to the dead-letter topic as a `DeadLetter`
-  (original bytes, topic/partition/offset, reason).
-- Per-model state lives in a faust Table backed by a changelog topic, as msgpack:
-  `{"monitor": ModelMonitor.to_state(), "covered": {"<partition>": next_offset}}`. `covered`
-  is the input position the state already includes, so a message below it (a replay after a
-  crash, at-least-once) is skipped, not counted twice.
-- Live `ModelMonitor` objects are cached in memory; the table is written once per batch.
+    predictions (key model_id) ─┬──────────────────────────────► monitor_models ─► alerts
+                                └─ prediction items ─┐                ▲
+    outcomes (key prediction_id) ─► forward_outcomes ─┴► join-input ─► join_outcomes ─► joined
+                                                       (key prediction_id)      (key model_id)
 
-Not yet here: the outcome join (repartition by `prediction_id`), timers closing windows when a
-model goes quiet, metrics per dead-letter reason, `caps.max_models`.
+- `join-input` is partitioned like `outcomes` (by `prediction_id`), and `joined` like
+  `predictions` (by `model_id`), with the same partition count, so each worker holds whole
+  partitions of every stage and `monitor_models` sees a model's predictions and its joined
+  outcomes in one place.
+- Invalid input never crashes an agent: it goes to the dead-letter topic as a `DeadLetter`
+  (original bytes, topic/partition/offset, reason), counted by reason.
+- State (a model's monitor; a join partition's store) lives in faust Tables backed by changelog
+  topics, as msgpack records `{"state", "covered"}` (`records.encode_state`). `covered` is the
+  input position the state already includes: a message below it (a replay after a crash under
+  at-least-once) is skipped, not counted twice. The join reads a single topic, so a replay joins
+  the same items at the same positions (`records.join_position`) and the model agent skips the
+  joins it has counted. Records sent downstream are flushed before the state that covers them is
+  written, so a crash can only replay, never lose.
+- A timer closes time windows on the stream's event time when a model goes quiet, flushes the
+  evaluators and refreshes the Prometheus metrics.
 
-Run it with `run_worker(config)`; tests build one app per test with `build_app(config)`.
+`run_worker(config)` creates the topics, serves `/metrics` and runs until SIGINT/SIGTERM; tests
+build an app with `build_app(config)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import msgpack
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterSource
 from monitor.contracts.events import PredictionEvent
-from monitor.contracts.validation import InvalidEvent, decode_prediction
-from monitor.monitoring.fleet import ModelMonitor
+from monitor.contracts.validation import InvalidEvent, decode_outcome, decode_prediction
+from monitor.evaluation.join import JoinedOutcome, JoinStore
+from monitor.monitoring.fleet import ModelMonitor, RaisedAlert
+from monitor.observability.metrics import DriftlineMetrics
 from monitor.stream.kafka_settings import faust_settings
-from monitor.stream.topics import ensure_topics
+from monitor.stream.records import (
+    decode_join_input,
+    decode_joined,
+    decode_state,
+    encode_join_input,
+    encode_joined,
+    encode_state,
+    join_position,
+    outcome_item,
+    partition_for,
+    prediction_item,
+)
+from monitor.stream.topics import ensure_topics, internal_topics
 
 log = logging.getLogger(__name__)
 
-STATE_TABLE = "model-state"
-"""faust table name; its changelog topic is `<consumer_group>-model-state-changelog`."""
+MODEL_STATE_TABLE = "model-state"
+"""Table model_id -> monitor state; changelog `<consumer_group>-model-state-changelog`."""
+JOIN_STATE_TABLE = "join-state"
+"""Table join partition -> join store; changelog `<consumer_group>-join-state-changelog`."""
 BATCH_EVENTS = 500
-"""At most this many messages per batch (one table write per model per batch)."""
+"""At most this many messages per batch of `monitor_models` (one state write per model per batch)."""
 BATCH_SECONDS = 0.5
 """A batch is processed after this long even when it is not full."""
-
-
+JOIN_BATCH_MESSAGES = 50
+"""join-input messages per join batch (each holds up to a whole input batch of items): the join
+writes its partition's store once per batch, so its batches are large."""
+TIMER_SECONDS = 2.0
+"""How often the timer closes quiet windows, flushes evaluators and refreshes metrics."""
 STATE_MAX_BYTES = 32 * 1024 * 1024
 """Largest state record (msgpack) the worker writes: 25 features at the default warm-up of
-5,000 events take about 2 MB; the limit leaves room for wide models and caps the damage."""
+5,000 events take about 2 MB; a join partition holds about 60 bytes per pending prediction.
+The limit leaves room and caps the damage; producer and changelog topics are set to it."""
 
 
-def encode_record(monitor_state: dict[str, Any], covered: dict[str, int]) -> bytes:
-    """A table record: the monitor's state and the input offsets it covers, as msgpack.
+@dataclass(slots=True)
+class _Entry:
+    """A live state object (model monitor or join store), the input positions it covers, and the
+    table record it was last saved as (to notice a newer one after recovery)."""
 
-    >>> decode_record(encode_record({"drift": {"events": 3}}, {"0": 3}))
-    ({'drift': {'events': 3}}, {'0': 3})
-    """
-    return msgpack.packb({"monitor": monitor_state, "covered": covered})
-
-
-def decode_record(raw: bytes) -> tuple[dict[str, Any], dict[str, int]]:
-    record = msgpack.unpackb(raw)
-    return record["monitor"], record["covered"]
+    state: Any
+    covered: dict[str, int]
+    record: bytes | None
+    partition: int
+    """Changelog partition: the input partition this state belongs to."""
 
 
-class _ModelEntry:
-    """A live monitor and the table record it was last saved as (to notice a newer one)."""
+@dataclass
+class WorkerStats:
+    """What a worker did, for tests and logs (Prometheus has the same as metrics)."""
 
-    __slots__ = ("monitor", "covered", "record")
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    replayed: int = 0
+    """Messages or joins skipped because the state already covered them."""
+    model_errors: int = 0
+    """Batches a model's core raised on (logged; the model resumes from its last saved state)."""
 
-    def __init__(self, monitor: ModelMonitor, covered: dict[str, int], record: bytes | None):
-        self.monitor = monitor
-        self.covered = covered
-        self.record = record
 
-
-def build_app(config: MonitorConfig) -> faust.App:
+def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) -> faust.App:
     """A faust app for `config`: its app id is `kafka.consumer_group` (workers sharing it split
-    the partitions), its topics `kafka.topics`. Does not create topics (`run_worker` does)."""
+    the partitions), its topics `kafka.topics` plus `internal_topics`. Does not create topics
+    (`run_worker` does). Metrics go to `registry` (a fresh one when not given)."""
     kafka = config.kafka
+    partitions = kafka.partitions
     app = faust.App(
         kafka.consumer_group,
         **faust_settings(kafka),
@@ -87,42 +122,78 @@ def build_app(config: MonitorConfig) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=STATE_MAX_BYTES,
     )
+    metrics = DriftlineMetrics(registry or CollectorRegistry())
+    stats = WorkerStats()
+    internal = internal_topics(kafka)
 
-    # Topics: values are raw bytes, decoded by monitor.contracts.validation, never by faust.
-    predictions_topic = app.topic(kafka.topics.predictions, key_serializer="raw", value_serializer="raw")
-    alerts_topic = app.topic(kafka.topics.alerts, key_serializer="raw", value_serializer="raw")
-    dead_letter_topic = app.topic(kafka.topics.dead_letter, key_serializer="raw", value_serializer="raw")
+    # -- topics: values are raw bytes, decoded by monitor.contracts.validation or records, never by faust
+    def raw_topic(*names: str) -> faust.TopicT:
+        return app.topic(*names, key_serializer="raw", value_serializer="raw")
 
-    # Table: model_id -> msgpack {"monitor": state, "covered": {"<partition>": next offset}}.
-    # Values are msgpack bytes (`encode_record`): a model's state outgrows 1 MB during warm-up
-    # (the reference builder keeps the warm-up sample), hence the larger message size, for the
-    # producer (app setting above) and for the changelog topic (real Kafka checks it per topic).
-    # (value_type=dict would break recovery: faust calls dict.from_data, logs a WARNING and
-    # resumes with an empty table.)
-    states = app.Table(
-        STATE_TABLE,
-        default=None,
-        partitions=kafka.partitions,
-        key_type=str,
-        value_type=bytes,
-        extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)},
-    )
+    model_input = raw_topic(kafka.topics.predictions, internal.joined)
+    outcomes_topic = raw_topic(kafka.topics.outcomes)
+    join_input = raw_topic(internal.join_input)
+    joined_topic = raw_topic(internal.joined)
+    alerts_topic = raw_topic(kafka.topics.alerts)
+    dead_letter_topic = raw_topic(kafka.topics.dead_letter)
 
-    cache: dict[str, _ModelEntry] = {}
-    app.dead_letters = Counter()  # by reason, for tests and (later) metrics
-    app.replayed = 0  # messages skipped because the state already covered them
+    # -- tables: msgpack bytes (value_type=dict would break recovery: faust calls dict.from_data,
+    # logs a WARNING and resumes empty). States outgrow Kafka's 1 MB default (the warm-up sample,
+    # a join partition's pending predictions), hence the larger message size for the producer
+    # (app setting above) and for the changelog topics (real Kafka checks it per topic).
+    def state_table(name: str) -> faust.Table:
+        return app.Table(
+            name,
+            default=None,
+            partitions=partitions,
+            key_type=str,
+            value_type=bytes,
+            extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)},
+        )
 
-    def entry_for(model_id: str) -> _ModelEntry:
-        record = states.get(model_id)
-        entry = cache.get(model_id)
+    model_states = state_table(MODEL_STATE_TABLE)
+    join_states = state_table(JOIN_STATE_TABLE)
+
+    models: dict[str, _Entry] = {}
+    joins: dict[str, _Entry] = {}
+    lock = asyncio.Lock()  # monitor_models and the timer change the same model monitors
+    event_time = [-float("inf")]  # latest prediction event time this worker has seen
+    positions: dict[tuple[str, int], int] = {}  # next offset to handle per input partition (lag)
+
+    def model_entry(model_id: str, partition: int) -> _Entry:
+        record = model_states.get(model_id)
+        entry = models.get(model_id)
         if entry is None or entry.record is not record:  # new model, or the table was recovered
             if record is None:
-                entry = _ModelEntry(ModelMonitor(model_id, config), {}, None)
+                entry = _Entry(ModelMonitor(model_id, config), {}, None, partition)
             else:
-                monitor_state, covered = decode_record(record)
-                entry = _ModelEntry(ModelMonitor(model_id, config, monitor_state), covered, record)
-            cache[model_id] = entry
+                state, covered = decode_state(record)
+                entry = _Entry(ModelMonitor(model_id, config, state), covered, record, partition)
+            models[model_id] = entry
         return entry
+
+    def join_entry(partition: int) -> _Entry:
+        key = str(partition)
+        record = join_states.get(key)
+        entry = joins.get(key)
+        if entry is None or entry.record is not record:
+            store = JoinStore.from_config(config)
+            covered: dict[str, int] = {}
+            if record is not None:
+                state, covered = decode_state(record)
+                store.restore(state)
+            entry = joins[key] = _Entry(store, covered, record, partition)
+        return entry
+
+    def save(table: faust.Table, key: str, entry: _Entry) -> None:
+        """Write an entry's state and covered positions; call after flushing what it sent."""
+        record = encode_state(entry.state.to_state(), entry.covered)
+        if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
+            log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
+            return
+        table.data[key] = record
+        table.send_changelog(entry.partition, key, record)  # explicit: the input partition of the state
+        entry.record = record
 
     async def dead_letter(message: Any, error: InvalidEvent) -> None:
         letter = DeadLetter.of(
@@ -131,64 +202,184 @@ def build_app(config: MonitorConfig) -> faust.App:
             error.reason,
             str(error),
         )
-        app.dead_letters[str(error.reason)] += 1
+        stats.dead_letters[str(error.reason)] += 1
+        metrics.invalid_events.labels(source=message.topic, reason=str(error.reason)).inc()
         log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
         await dead_letter_topic.send(key=message.key, value=letter.model_dump_json().encode())
 
-    @app.agent(predictions_topic)
-    async def monitor_predictions(stream: Any) -> None:
+    async def publish(model_id: str, raised: list[RaisedAlert]) -> None:
+        for item in raised:
+            metrics.observe_alert(item.alert)
+            await alerts_topic.send(key=model_id.encode(), value=item.alert.model_dump_json().encode())
+
+    def skipped(what: str, positions: list[int]) -> None:
+        if positions:
+            stats.replayed += len(positions)
+            log.info(
+                "skipped %d replayed %s the state already covers (offsets %d to %d)",
+                len(positions),
+                what,
+                min(positions),
+                max(positions),
+            )
+
+    # -- agents ------------------------------------------------------------------------------------
+
+    @app.agent(model_input)
+    async def monitor_models(stream: Any) -> None:
+        """Predictions and joined outcomes -> each model's monitor -> alerts; prediction items on
+        to the join."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
-            batches: dict[str, tuple[list[PredictionEvent], list[int], list[int]]] = {}
+            async with lock:
+                predictions: dict[str, tuple[list[PredictionEvent], list[int]]] = defaultdict(lambda: ([], []))
+                outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
+                to_join: dict[int, list[list[Any]]] = defaultdict(list)
+                replayed: list[int] = []
+                for event in events:
+                    message = event.message
+                    positions[message.topic, message.partition] = message.offset + 1
+                    if message.topic == internal.joined:
+                        for join_partition, position, joined in decode_joined(message.value):
+                            entry = model_entry(joined.model_id, message.partition)
+                            source = f"j{join_partition}"
+                            if position < entry.covered.get(source, 0):
+                                replayed.append(message.offset)
+                                continue
+                            entry.covered[source] = position + 1
+                            outcomes[joined.model_id][0].append(joined)
+                            outcomes[joined.model_id][1].append(message.offset)
+                        continue
+                    try:
+                        prediction = decode_prediction(message.value, config.limits)
+                    except InvalidEvent as error:
+                        await dead_letter(message, error)
+                        continue
+                    entry = model_entry(prediction.model_id, message.partition)
+                    source = str(message.partition)
+                    if message.offset < entry.covered.get(source, 0):
+                        replayed.append(message.offset)  # already in the state: a replay after a restart
+                        continue
+                    entry.covered[source] = message.offset + 1
+                    predictions[prediction.model_id][0].append(prediction)
+                    predictions[prediction.model_id][1].append(message.offset)
+                    to_join[partition_for(prediction.prediction_id, partitions)].append(prediction_item(prediction))
+                    event_time[0] = max(event_time[0], prediction.timestamp.timestamp())
+                skipped("messages", replayed)
+
+                for partition, items in to_join.items():
+                    await join_input.send(partition=partition, value=encode_join_input("p", items))
+                changed = []
+                for model_id in predictions.keys() | outcomes.keys():
+                    entry = models[model_id]
+                    model_predictions, prediction_offsets = predictions.get(model_id, ([], []))
+                    model_outcomes, outcome_offsets = outcomes.get(model_id, ([], []))
+                    try:
+                        raised = entry.state.observe(
+                            model_predictions, prediction_offsets, model_outcomes, outcome_offsets
+                        )
+                    except Exception:  # a bug in the core must not stop the other models
+                        stats.model_errors += 1
+                        log.exception("model %s failed on a batch; it resumes from its last saved state", model_id)
+                        del models[model_id]
+                        continue
+                    metrics.events.labels(model=model_id, type="prediction").inc(len(model_predictions))
+                    metrics.events.labels(model=model_id, type="outcome").inc(len(model_outcomes))
+                    await publish(model_id, raised)
+                    changed.append(model_id)
+                await app.producer.flush()
+                for model_id in changed:
+                    save(model_states, model_id, models[model_id])
+
+    @app.agent(outcomes_topic)
+    async def forward_outcomes(stream: Any) -> None:
+        """Outcomes -> validated items on the join-input partition of their prediction id. No
+        state: a replay sends duplicates, which the join counts and drops (first outcome wins)."""
+        async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
+            to_join: dict[int, list[list[Any]]] = defaultdict(list)
+            for event in events:
+                positions[event.message.topic, event.message.partition] = event.message.offset + 1
+                try:
+                    outcome = decode_outcome(event.message.value, config.limits)
+                except InvalidEvent as error:
+                    await dead_letter(event.message, error)
+                    continue
+                to_join[partition_for(outcome.prediction_id, partitions)].append(outcome_item(outcome))
+            for partition, items in to_join.items():
+                await join_input.send(partition=partition, value=encode_join_input("o", items))
+
+    @app.agent(join_input)
+    async def join_outcomes(stream: Any) -> None:
+        """Prediction and outcome items -> the partition's join store -> joined records, on the
+        `joined` partition of their model."""
+        async for events in stream.take_events(JOIN_BATCH_MESSAGES, within=BATCH_SECONDS):
+            joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
+            touched: dict[str, _Entry] = {}
             replayed: list[int] = []
             for event in events:
                 message = event.message
-                try:
-                    prediction = decode_prediction(message.value, config.limits)
-                except InvalidEvent as error:
-                    await dead_letter(message, error)
+                positions[message.topic, message.partition] = message.offset + 1
+                entry = join_entry(message.partition)
+                if message.offset < entry.covered.get("input", 0):
+                    replayed.append(message.offset)
                     continue
-                entry = entry_for(prediction.model_id)
-                if message.offset < entry.covered.get(str(message.partition), 0):
-                    replayed.append(message.offset)  # already in the state: a replay after a restart
-                    continue
-                batch = batches.setdefault(prediction.model_id, ([], [], []))
-                batch[0].append(prediction)
-                batch[1].append(message.offset)
-                batch[2].append(message.partition)
-            if replayed:
-                app.replayed += len(replayed)
-                log.info(
-                    "skipped %d replayed messages the state already covers (offsets %d to %d)",
-                    len(replayed),
-                    min(replayed),
-                    max(replayed),
-                )
-            for model_id, (predictions, offsets, partitions) in batches.items():
-                entry = entry_for(model_id)
-                raised = entry.monitor.observe(predictions, offsets, [], [])
-                for item in raised:
-                    await alerts_topic.send(key=model_id.encode(), value=item.alert.model_dump_json().encode())
-                for partition, offset in zip(partitions, offsets, strict=True):
-                    entry.covered[str(partition)] = max(entry.covered.get(str(partition), 0), offset + 1)
-                record = encode_record(entry.monitor.to_state(), entry.covered)
-                if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
-                    log.error(
-                        "state of model %s is %d bytes, over %d: not saved", model_id, len(record), STATE_MAX_BYTES
-                    )
-                    continue
-                # Explicit partition: the changelog partition is the input partition of the model.
-                states.data[model_id] = record
-                states.send_changelog(partitions[-1], model_id, record)
-                entry.record = record
+                entry.covered["input"] = message.offset + 1
+                touched[str(message.partition)] = entry
+                kind, items = decode_join_input(message.value)
+                store: JoinStore = entry.state
+                add = store.add_prediction_fields if kind == "p" else store.add_outcome_fields
+                for index, item in enumerate(items):
+                    result = add(*item)
+                    if result is not None:
+                        position = join_position(message.offset, index)
+                        joined[partition_for(result.model_id, partitions)].append((message.partition, position, result))
+            skipped("join inputs", replayed)
+            for partition, records in joined.items():
+                await joined_topic.send(partition=partition, value=encode_joined(records))
+            await app.producer.flush()
+            for key, entry in touched.items():
+                save(join_states, key, entry)
 
-    app.monitor_predictions = monitor_predictions
-    app.model_states = states
+    # -- timer -------------------------------------------------------------------------------------
+
+    @app.timer(TIMER_SECONDS)
+    async def close_quiet_windows() -> None:
+        """Event time moves on for quiet models too: close their time windows, flush what the
+        evaluators buffer, refresh the metrics."""
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.topics.predictions}
+        async with lock:
+            changed = []
+            for model_id, entry in list(models.items()):
+                if entry.partition not in assigned:
+                    del models[model_id]  # moved to another worker in a rebalance
+                    continue
+                raised = entry.state.flush()
+                if event_time[0] > -float("inf"):
+                    raised += entry.state.advance_to(datetime.fromtimestamp(event_time[0], UTC))
+                if raised:
+                    await publish(model_id, raised)
+                    changed.append(model_id)
+                metrics.observe_model(model_id, entry.state)
+            if changed:
+                await app.producer.flush()
+                for model_id in changed:
+                    save(model_states, model_id, models[model_id])
+        metrics.observe_joins([entry.state for entry in joins.values()])
+        inputs = {kafka.topics.predictions, kafka.topics.outcomes, internal.join_input, internal.joined}
+        ends = {(tp.topic, tp.partition): app.consumer.highwater(tp) for tp in app.consumer.assignment()}
+        metrics.observe_lag({tp: end for tp, end in ends.items() if tp[0] in inputs and end is not None}, positions)
+
+    app.stats = stats
+    app.metrics = metrics
+    app.model_states = model_states
+    app.join_states = join_states
     return app
 
 
 def run_worker(config: MonitorConfig, *, loglevel: str = "info") -> None:
-    """Create the topics, then run the worker until SIGINT/SIGTERM."""
+    """Create the topics, serve `/metrics` on `metrics.port`, then run until SIGINT/SIGTERM."""
     ensure_topics(config.kafka)
-    app = build_app(config)
+    server, _ = start_http_server(config.metrics.port, registry=REGISTRY)
+    app = build_app(config, REGISTRY)
+    log.info("metrics on http://0.0.0.0:%d/metrics", server.server_port)  # port 0 picks one: say which
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()

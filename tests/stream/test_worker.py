@@ -12,22 +12,21 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from worker_support import start_worker, stop_worker
 
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter
 from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.stream.records import decode_state
 from monitor.stream.topics import ensure_topics
-from monitor.stream.worker import decode_record
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud-scorer"
@@ -42,33 +41,9 @@ pytestmark = pytest.mark.broker
 
 
 def _start_worker(tmp_path: Path, kafka_config: KafkaConfig, warmup: int = WARMUP) -> subprocess.Popen:
-    config = {
-        "reference": {"warmup_events": warmup},
-        "window": {"size_events": WINDOW},
-        "kafka": kafka_config.model_dump(mode="json", exclude_none=True),
-    }
-    path = tmp_path / "driftline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    code = (
-        "from monitor.contracts.config import load_config; from monitor.stream.worker import run_worker;"
-        f"run_worker(load_config({str(path)!r}))"
+    return start_worker(
+        tmp_path, kafka_config, {"reference": {"warmup_events": warmup}, "window": {"size_events": WINDOW}}
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        stdout=(tmp_path / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        worker.terminate()
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=5)
 
 
 def _publish_predictions(kafka_config: KafkaConfig, first: int, last: int, noise_features: int = 0) -> None:
@@ -138,7 +113,7 @@ def test_worker_raises_drift_alert_and_dead_letters_invalid_input(tmp_path, kafk
             assert letter.original_b64 == base64.b64encode(letter.original()).decode()
     finally:
         consumer.close()
-        _stop(worker)
+        stop_worker(worker)
 
 
 def _committed(kafka_config: KafkaConfig) -> int:
@@ -158,7 +133,7 @@ def _committed(kafka_config: KafkaConfig) -> int:
 def _latest_state(consumer: KafkaConsumer, states: dict[str, dict]) -> dict[str, dict]:
     """Read what the changelog holds now into `states` (last record per model wins)."""
     for record in consumer:
-        monitor_state, covered = decode_record(record.value)
+        monitor_state, covered = decode_state(record.value)
         states[json.loads(record.key)] = {"monitor": monitor_state, "covered": covered, "bytes": len(record.value)}
     return states
 
@@ -210,7 +185,10 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
         # the last offset the state covered. (Its start is the committed offset, usually 0: faust
         # commits every 2.8 s; not asserted, a commit in flight at the kill can still land.)
         log = (tmp_path / "worker.log").read_text(errors="replace")
-        runs = [(int(a), int(b)) for a, b in re.findall(r"covers \(offsets (\d+) to (\d+)\)", log)]
+        runs = [
+            (int(a), int(b))
+            for a, b in re.findall(r"replayed messages the state already covers \(offsets (\d+) to (\d+)\)", log)
+        ]
         skipped = sorted(offset for a, b in runs for offset in range(a, b + 1))
         if skipped:
             assert skipped == list(range(skipped[0], 700)), runs
@@ -218,6 +196,6 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
             assert committed == 700, "nothing replayed, so the group must have committed everything"
     finally:
         changelog.close()
-        _stop(first)
+        stop_worker(first)
         if second is not None:
-            _stop(second)
+            stop_worker(second)

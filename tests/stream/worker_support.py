@@ -1,0 +1,66 @@
+"""Running `driftline worker` as its own process in tests, as in production: the config in a
+YAML file, the worker talked to only through Kafka (and its `/metrics`)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monitor.contracts.config import KafkaConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(
+    tmp_path: Path, kafka_config: KafkaConfig, settings: dict[str, Any], name: str = "worker"
+) -> subprocess.Popen:
+    """A worker with `settings` (MonitorConfig sections) on `kafka_config`'s broker and topics,
+    `/metrics` on a free port (`metrics_port`), logging to `tmp_path/<name>.log`."""
+    config = {
+        "metrics": {"port": 0},
+        **settings,
+        "kafka": kafka_config.model_dump(mode="json", exclude_none=True),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code = (
+        "from monitor.contracts.config import load_config; from monitor.stream.worker import run_worker;"
+        f"run_worker(load_config({str(path)!r}))"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=(tmp_path / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=5)
+
+
+def metrics_port(log: Path, timeout: float = 20.0) -> int:
+    """The port the worker logged for `/metrics`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"metrics on http://0\.0\.0\.0:(\d+)/metrics", log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+        time.sleep(0.2)
+    raise AssertionError(f"no metrics port in {log}:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else f"(no {path.name})"
