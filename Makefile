@@ -17,13 +17,15 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/driftline demo
 
-# Real Prometheus and Alertmanager for the on-call tests, from Debian's packages. Without root
-# they are not installed and those tests skip, saying so.
+# Real Prometheus and Alertmanager for the on-call tests, and Chromium to render `driftline explain`
+# pages, from Debian's packages. Without root they are not installed and those tests skip, saying so.
 system-packages:
-	@if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null; then :; \
+	@if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null \
+		&& command -v chromium >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
-	else echo "prometheus/alertmanager not installed (needs root): the on-call tests will skip"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			prometheus prometheus-alertmanager chromium >/dev/null; \
+	else echo "prometheus/alertmanager/chromium not installed (needs root): the on-call tests will skip"; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -77,6 +77,9 @@ SERIES_COLOURS = ("#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#0c859
 
 CHART_WIDTH = 1040
 
+MAX_POLLS_PAST_END = 5
+"""Polls that may still bring records once the end offsets read at the start are reached."""
+
 
 class ExplainError(ValueError):
     """The alert cannot be explained: not found, ambiguous, or no alerts to read."""
@@ -115,8 +118,9 @@ def read_alerts_jsonl(path: Path) -> tuple[list[AlertRecord], int]:
 
 
 def read_alerts_topic(kafka: KafkaConfig, *, timeout_seconds: float = 60.0) -> tuple[list[AlertRecord], int]:
-    """Every alert on the alerts topic, from the beginning up to the end offsets at the time of the
-    call. No consumer group (nothing is committed, no other consumer is disturbed)."""
+    """Every alert on the alerts topic, from the beginning to the end offsets read at the start
+    (and what the next few polls bring). No consumer group: nothing is committed, no other
+    consumer is disturbed. A topic that does not exist is waited for 10 s at most."""
     from kafka import KafkaConsumer, TopicPartition
 
     from monitor.stream.kafka_settings import consumer_settings
@@ -125,8 +129,9 @@ def read_alerts_topic(kafka: KafkaConfig, *, timeout_seconds: float = 60.0) -> t
     consumer = KafkaConsumer(**consumer_settings(kafka, group_id=None, enable_auto_commit=False))
     try:
         partitions = None
-        deadline = time.monotonic() + timeout_seconds
-        while partitions is None and time.monotonic() < deadline:
+        started = time.monotonic()
+        deadline = started + timeout_seconds
+        while partitions is None and time.monotonic() < min(deadline, started + 10):
             partitions = consumer.partitions_for_topic(topic)
             if partitions is None:
                 time.sleep(0.2)
@@ -137,11 +142,19 @@ def read_alerts_topic(kafka: KafkaConfig, *, timeout_seconds: float = 60.0) -> t
         consumer.seek_to_beginning(*assigned)
         end = consumer.end_offsets(assigned)
         raw: list[tuple[bytes, str]] = []
-        while any(consumer.position(tp) < end[tp] for tp in assigned):
+        # Past the end offsets, poll until nothing comes (at most a few times): the embedded
+        # broker under-reports the end when the last batch holds several records (BROKER.md).
+        extra_polls = 0
+        while extra_polls < MAX_POLLS_PAST_END:
             if time.monotonic() > deadline:
                 raise ExplainError(f"timed out after {timeout_seconds:.0f} s reading topic {topic!r}")
-            for tp, messages in consumer.poll(timeout_ms=500).items():
-                raw += [(m.value or b"", f"{topic}[{tp.partition}]@{m.offset}") for m in messages if m.offset < end[tp]]
+            batch = consumer.poll(timeout_ms=500)
+            for tp, messages in batch.items():
+                raw += [(m.value or b"", f"{topic}[{tp.partition}]@{m.offset}") for m in messages]
+            if all(consumer.position(tp) >= end[tp] for tp in assigned):
+                if not batch:
+                    break
+                extra_polls += 1
     finally:
         consumer.close()
     return parse_alert_records(raw)
@@ -187,6 +200,8 @@ def _num(value: Any, digits: int = 4) -> str:
         return f"{value:,}"
     if not math.isfinite(value):
         return str(value)
+    if value.is_integer() and abs(value) < 1e6:
+        return f"{value:,.0f}"
     if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
         return f"{value:.{digits - 1}e}"
     return f"{value:.{digits}g}"
@@ -244,12 +259,16 @@ class _Frame:
     right: float = 20
     top: float = 42
     bottom: float = 44
+    log: bool = False
+    """y on a log10 scale (then `y0` and `y1` are powers of ten)."""
 
     def x(self, value: float) -> float:
         span = self.x1 - self.x0 or 1.0
         return self.left + (value - self.x0) / span * (self.width - self.left - self.right)
 
     def y(self, value: float) -> float:
+        if self.log:
+            value = math.log10(max(value, 10**self.y0))
         span = self.y1 - self.y0 or 1.0
         return self.height - self.bottom - (value - self.y0) / span * (self.height - self.top - self.bottom)
 
@@ -340,9 +359,15 @@ def time_series_chart(
         x0, x1 = x0 - 1800, x1 + 1800
     pad = (x1 - x0) * 0.03
     low, high = min(ys), max(ys)
-    low = min(low, 0.0) if low >= 0 and low < (high - low) * 2 else low
-    ticks = _nice_ticks(low, high + (high - low) * 0.05)
-    frame = _Frame(x0 - pad, x1 + pad, ticks[0], ticks[-1])
+    if low > 0 and high / low > 100:  # scores far over a small threshold: a log scale shows both
+        first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+        ticks = [10.0**k for k in range(first, last + 1)]
+        frame = _Frame(x0 - pad, x1 + pad, first, last, log=True)
+        y_label += " (log scale)"
+    else:
+        low = min(low, 0.0) if low >= 0 and low < (high - low) * 2 else low
+        ticks = _nice_ticks(low, high + (high - low) * 0.05)
+        frame = _Frame(x0 - pad, x1 + pad, ticks[0], ticks[-1])
     parts = _svg_open(frame, title or y_label)
     parts += _y_axis(frame, ticks, y_label)
     parts += _time_axis(frame)
@@ -489,7 +514,7 @@ def category_chart(rows: Sequence[tuple[str, float, float]], *, label: str) -> s
     height = 50 + len(rows) * (2 * bar + gap) + 40
     top_share = max(max(r, c) for _, r, c in rows) or 1.0
     ticks = _nice_ticks(0.0, top_share, 5)
-    frame = _Frame(0.0, ticks[-1], 0, 1, height=height, left=name_width, top=44, bottom=40)
+    frame = _Frame(0.0, ticks[-1], 0, 1, height=height, left=name_width, right=56, top=44, bottom=40)
     parts = _svg_open(frame, f"categories of {label}")
     plot_bottom = height - frame.bottom
     for tick in ticks:

@@ -15,7 +15,7 @@ from monitor.contracts.alert import AlertKind
 
 SECTIONS = ["## Meaning", "## Impact", "## Diagnosis", "## Mitigation", "## Automatic actions"]
 NOT_PAGES = {"README.md"}
-PLANNED_COMMANDS = {"explain", "worker"}
+PLANNED_COMMANDS = {"worker"}
 """`driftline` subcommands the runbooks may name though they are not built yet (DESIGN.md)."""
 
 
