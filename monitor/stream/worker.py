@@ -380,6 +380,10 @@ def run_worker(config: MonitorConfig, *, loglevel: str = "info") -> None:
     ensure_topics(config.kafka)
     server, _ = start_http_server(config.metrics.port, registry=REGISTRY)
     app = build_app(config, REGISTRY)
-    log.info("metrics on http://0.0.0.0:%d/metrics", server.server_port)  # port 0 picks one: say which
+
+    @app.task
+    async def announce_metrics() -> None:  # once faust has set up logging; port 0 picks one: say which
+        log.info("metrics on http://0.0.0.0:%d/metrics", server.server_port)
+
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()
