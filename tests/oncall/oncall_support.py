@@ -13,12 +13,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -272,3 +275,67 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- Prometheus with the repository's rules -------------------------------------------------------
+
+TEST_KEEP_FIRING_FOR = "1s"
+"""`keep_firing_for` of the kind rules in tests: 5 min in production (rebalances) would hold a
+resolved alert firing for the whole test. The kind rules have no `for:`; nothing else changes."""
+
+
+def rules_for_test(directory: Path) -> Path:
+    """A copy of the repository's rules in `directory` with `keep_firing_for` shortened to
+    `TEST_KEEP_FIRING_FOR`; expressions, `for:`, labels and annotations are the repository's."""
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "keep_firing_for" in rule:
+                rule["keep_firing_for"] = TEST_KEEP_FIRING_FOR
+    path = directory / "driftline.rules.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
+def prometheus_config_for_test(rules_path: Path, scrape_target: str, alertmanager_target: str) -> dict:
+    """The repository's prometheus.yml with 1 s scrape and evaluation intervals, the `driftline`
+    job scraping `scrape_target` (static, instead of DNS discovery) and alerts sent to
+    `alertmanager_target`; the other jobs are dropped."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
+    config["rule_files"] = [str(rules_path)]
+    config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager_target]}]}]
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "driftline"]
+    job.pop("dns_sd_configs")
+    job["static_configs"] = [{"targets": [scrape_target]}]
+    config["scrape_configs"] = [job]
+    return config
+
+
+@contextmanager
+def running_prometheus(directory: Path, scrape_target: str, alertmanager_url: str) -> Iterator[str]:
+    """A real Prometheus on a free loopback port with the test copy of the rules, scraping
+    `scrape_target` and alerting `alertmanager_url` (re-sending every second); yields its URL."""
+    executable = binary("prometheus")
+    rules_path = rules_for_test(directory)
+    config_path = directory / "prometheus.yml"
+    am_target = alertmanager_url.removeprefix("http://")
+    config_path.write_text(yaml.safe_dump(prometheus_config_for_test(rules_path, scrape_target, am_target)))
+    port = free_port()
+    process = Process(
+        [
+            executable,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={directory / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--rules.alert.resend-delay=1s",
+            "--log.level=warn",
+        ],
+        directory / "prometheus.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        process.wait_ready(url + "/-/ready", timeout=20)
+        yield url
+    finally:
+        process.stop()
