@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
-from oncall_support import ROOT, binary, free_port, http_json, running_prometheus, wait_until
+from oncall_support import ROOT, binary, http_json, running_prometheus, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.client.publisher import DriftlinePublisher
@@ -109,16 +109,6 @@ ALERT_ACTIVE_LABELS = frozenset(
 )
 
 
-def _answers(port: int, worker) -> bool:
-    if worker.poll() is not None:
-        raise AssertionError(f"the worker exited with {worker.returncode}")
-    try:
-        scrape(port)
-    except OSError:
-        return False
-    return True
-
-
 def read_alerts(consumer: KafkaConsumer, alerts: list[Alert]) -> list[Alert]:
     alerts += [Alert.model_validate_json(record.value) for record in consumer]
     return alerts
@@ -130,14 +120,11 @@ def test_worker_alert_reaches_the_webhook_through_prometheus_and_alertmanager_th
     binary("prometheus")  # skip, with the install command, before starting anything
     started = time.monotonic()
     ensure_topics(kafka_config)
-    # A port chosen here rather than `metrics.port: 0`: the worker logs the port it picked at INFO
-    # before faust configures logging, so the line never reaches its log.
-    port = free_port()
     alerts_consumer = KafkaConsumer(
         kafka_config.topics.alerts,
         **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=200),
     )
-    worker = WORKER.start_worker(tmp_path, kafka_config, {**SETTINGS, "metrics": {"port": port}})
+    worker = WORKER.start_worker(tmp_path, kafka_config, SETTINGS)  # metrics.port 0: the worker logs its pick
     worker_log = tmp_path / "worker.log"
     alerts: list[Alert] = []
 
@@ -146,7 +133,7 @@ def test_worker_alert_reaches_the_webhook_through_prometheus_and_alertmanager_th
         return f"\nwebhook got: {delivered}\nworker log:\n{WORKER.log_tail(worker_log)}"
 
     try:
-        wait_until(lambda: _answers(port, worker), 20, what="the worker's /metrics")
+        port = WORKER.metrics_port(worker_log)
         with running_prometheus(tmp_path, f"127.0.0.1:{port}", alertmanager.url) as prometheus:
             # -- drift: the worker fires, Prometheus turns driftline_alert_active into an alert,
             # Alertmanager routes it (warning -> team) to the webhook
