@@ -19,10 +19,12 @@ FROM python:3.11.11-slim-bookworm
 ENV PATH=/opt/driftline/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# A fixed, unprivileged user; its home is the working directory, where faust keeps its data dir.
+# A fixed, unprivileged user; its home is the working directory (faust's data dir, the playbook
+# runner's audit trail on a volume at playbooks/, created here so the volume belongs to the user).
 RUN groupadd --system --gid 10001 driftline \
     && useradd --system --uid 10001 --gid driftline --home-dir /var/lib/driftline --create-home \
-       --shell /usr/sbin/nologin driftline
+       --shell /usr/sbin/nologin driftline \
+    && install -d -o driftline -g driftline /var/lib/driftline/playbooks
 COPY --from=build /opt/driftline /opt/driftline
 WORKDIR /var/lib/driftline
 USER driftline:driftline

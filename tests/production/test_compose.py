@@ -172,6 +172,17 @@ def test_the_mounted_driftline_config_loads_and_points_at_the_compose_kafka(serv
     assert [port.split(":")[-1] for port in worker_ports] == [str(config.metrics.port)]
 
 
+def test_the_playbook_runners_audit_trail_survives_a_restart(compose, services):
+    """A restarted runner reads its audit trail back so it does not act twice: the file must be
+    on a volume, in a directory the image creates for its non-root user."""
+    config = load_config(ROOT / "deploy/driftline.yaml").playbooks
+    audit_dir = PurePosixPath(config.audit_file).parent
+    volumes = {PurePosixPath(v.split(":")[1]): v.split(":")[0] for v in services["playbooks"]["volumes"]}
+    assert volumes.get(audit_dir) in compose["volumes"], f"{audit_dir}: not on a named volume of the playbooks service"
+    assert PurePosixPath(config.kill_switch_file).parent == audit_dir
+    assert f"install -d -o driftline -g driftline {audit_dir}" in DOCKERFILE.read_text()
+
+
 def test_prometheus_scrapes_and_alerts_the_compose_services(services):
     prometheus = services["prometheus"]
     config_path = _host_path(prometheus, _config_paths(prometheus)[0])
