@@ -31,6 +31,11 @@ PERFORMANCE_METRICS = ("accuracy", "error_rate", "macro_f1", "f1", "log_loss", "
 """Metrics of a closed evaluation window exported per model and version (`version="all"`: overall)."""
 
 
+def _alert_labels(alert: Alert) -> tuple[str, ...]:
+    """Labels of `driftline_alert_active`, in order: kind, model, feature, slice, severity."""
+    return (alert.kind.value, alert.model_id, alert.feature or "", alert.slice or "", alert.severity.value)
+
+
 class DriftlineMetrics:
     """The metrics, and the `observe_*` methods that read them off the core's objects (the core
     knows nothing of Prometheus)."""
@@ -39,6 +44,8 @@ class DriftlineMetrics:
         self.registry = registry
         self._seen: dict[tuple[str, str], float] = {}
         """Last value of a core counter exported as a Prometheus counter, to add the difference."""
+        self._series: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = {}
+        """Per-model gauge series set so far, by model."""
         self.events = Counter("driftline_events", "Valid events processed.", ["model", "type"], registry=registry)
         self.invalid_events = Counter(
             "driftline_invalid_events",
@@ -110,16 +117,17 @@ class DriftlineMetrics:
     # -- reading the core -----------------------------------------------------------------------------
 
     def observe_alert(self, alert: Alert) -> None:
-        """`driftline_alert_active` is 1 while the alert fires and 0 once it resolved (a series
-        that disappeared would look like a scrape gap to Prometheus's `for:`)."""
-        self.alert_active.labels(
-            kind=alert.kind,
-            model=alert.model_id,
-            feature=alert.feature or "",
-            slice=alert.slice or "",
-            severity=alert.severity,
-        ).set(1 if alert.status is AlertStatus.firing else 0)
+        """A notification published: counted, and its `driftline_alert_active` series set at once
+        (`observe_model` reconciles all of a model's series with its lifecycle)."""
+        self._set(
+            alert.model_id, self.alert_active, _alert_labels(alert), 1 if alert.status is AlertStatus.firing else 0
+        )
         self.alerts.labels(kind=alert.kind, status=alert.status).inc()
+
+    def _set(self, model_id: str, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        """Set a per-model gauge series and remember it, so `forget_model` can remove it."""
+        gauge.labels(*labels).set(value)
+        self._series.setdefault(model_id, set()).add((gauge, labels))
 
     def _add_difference(self, counter: Any, key: tuple[str, str], value: float) -> None:
         """Add what a core counter gained since last time; a counter that went down was restored
@@ -129,17 +137,25 @@ class DriftlineMetrics:
         self._seen[key] = value
 
     def observe_model(self, model_id: str, monitor: ModelMonitor) -> None:
-        """Drift scores and thresholds, late events, windows closed and the last closed window's
-        performance of one model."""
+        """Everything about one model, read off its monitor: alerts active in its lifecycle (1, and
+        0 for those exported before that no longer are: a restarted worker re-exports what its
+        restored state has firing), drift scores and thresholds, late events, windows closed and
+        the last closed window's performance."""
+        active = {_alert_labels(a.alert) for a in monitor.lifecycle.active.values()}
+        exported = {labels for gauge, labels in self._series.get(model_id, ()) if gauge is self.alert_active}
+        for labels in active | exported:
+            self._set(model_id, self.alert_active, labels, 1 if labels in active else 0)
         drift = monitor.drift
         self._add_difference(self.late_events.labels(model=model_id), ("late", model_id), drift.clock.late_events)
         self._add_difference(self.windows_closed.labels(model=model_id), ("windows", model_id), monitor.windows_closed)
         for feature in drift.features.values():
-            for detector in feature.sequential:
-                self._drift(model_id, feature.name, detector.name, detector.score, detector.threshold)
+            scores = [(d.name, d.score, d.threshold) for d in feature.sequential]
             for test in feature.tests:
                 history = feature.history.get(test.name)
-                self._drift(model_id, feature.name, test.name, history[-1][1] if history else math.nan, test.threshold)
+                scores.append((test.name, history[-1][1] if history else math.nan, test.threshold))
+            for detector, score, threshold in scores:
+                self._set(model_id, self.drift_score, (model_id, feature.name, detector), score)
+                self._set(model_id, self.drift_threshold, (model_id, feature.name, detector), threshold)
         windows = monitor.evaluator.window_metrics(last=1)
         if windows:
             window = windows[-1]
@@ -147,12 +163,17 @@ class DriftlineMetrics:
                 for metric in PERFORMANCE_METRICS:
                     value = summary.get(metric)
                     if isinstance(value, int | float):
-                        self.performance.labels(model=model_id, version=version, metric=metric).set(value)
+                        self._set(model_id, self.performance, (model_id, version, metric), value)
 
-    def _drift(self, model_id: str, feature: str, detector: str, score: float, threshold: float) -> None:
-        labels = {"model": model_id, "feature": feature, "detector": detector}
-        self.drift_score.labels(**labels).set(score)
-        self.drift_threshold.labels(**labels).set(threshold)
+    def forget_model(self, model_id: str) -> None:
+        """Remove a model's gauge series (it moved to another worker in a rebalance): a stale
+        `driftline_alert_active` 1 here would keep the alert firing after the new owner resolved
+        it. Counters stay: their rate falls to 0 here and rises on the new owner."""
+        for gauge, labels in self._series.pop(model_id, ()):
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                pass
 
     def observe_joins(self, stores: Iterable[JoinStore]) -> None:
         """Backlog, expiries and label coverage summed over this process's join stores."""

@@ -282,8 +282,9 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                         log.exception("model %s failed on a batch; it resumes from its last saved state", model_id)
                         del models[model_id]
                         continue
-                    metrics.events.labels(model=model_id, type="prediction").inc(len(model_predictions))
-                    metrics.events.labels(model=model_id, type="outcome").inc(len(model_outcomes))
+                    for kind, handled in (("prediction", model_predictions), ("outcome", model_outcomes)):
+                        if handled:  # no series before the first: a 0 would read as "outcomes stopped"
+                            metrics.events.labels(model=model_id, type=kind).inc(len(handled))
                     await publish(model_id, raised)
                     changed.append(model_id)
                 await app.producer.flush()
@@ -347,10 +348,15 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         evaluators buffer, refresh the metrics."""
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.topics.predictions}
         async with lock:
+            for model_id in list(model_states.keys()):  # restored from the changelog, no event since
+                partition = partition_for(model_id, partitions)
+                if model_id not in models and partition in assigned:
+                    model_entry(model_id, partition)
             changed = []
             for model_id, entry in list(models.items()):
-                if entry.partition not in assigned:
-                    del models[model_id]  # moved to another worker in a rebalance
+                if entry.partition not in assigned:  # moved to another worker in a rebalance
+                    del models[model_id]
+                    metrics.forget_model(model_id)
                     continue
                 raised = entry.state.flush()
                 if event_time[0] > -float("inf"):
