@@ -1,74 +1,249 @@
-"""`driftline demo`: the monitor over a simulated service with planted problems.
+"""`driftline demo`: Driftline end to end on the embedded broker, with planted problems.
 
-It writes the simulated events (`monitor.simulation`) to a folder, replays them through the
-monitor and prints each alert as it fires or resolves, then a summary. It ends by itself.
+1. starts the embedded Kafka-compatible broker (memory only, a free loopback port) and creates
+   the topics;
+2. starts a worker (`driftline worker`, its own process, as in production) and the playbook
+   runner (in this process, every rule a dry run: it says what it would do and does nothing);
+3. a simulated service (`monitor.simulation`) publishes predictions of three models through the
+   producer API, and their outcomes six hours of event time later: fraud-scorer's `amount`
+   drifts and its `device` goes null, churn-model's accuracy falls, pricing-model's canary v2
+   regresses;
+4. prints each alert as it reaches the `alerts` topic, and each playbook decision;
+5. ends once the worker has handled every event and the alerts topic has been quiet for a few
+   seconds (or after `max_seconds`), stops everything and exits 0. Alerts, the playbooks' audit
+   trail and the worker's log are left in `out_dir`.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.console import Console
+import yaml
+from kafka import KafkaConsumer
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from monitor.client.publisher import DriftlinePublisher
+from monitor.contracts.alert import Alert
 from monitor.contracts.config import MonitorConfig
-from monitor.replay import replay
+from monitor.contracts.retrain import PlaybookDecision
+from monitor.playbooks.runner import PlaybookRunner
 from monitor.simulation import simulate
+from monitor.stream.broker import EmbeddedBroker, free_port
+from monitor.stream.kafka_settings import consumer_settings
+from monitor.stream.topics import ensure_topics
+
+QUIET_SECONDS = 6.0
+"""The demo ends once the worker has handled every prediction and, for this long, no new event
+(outcomes come after) and no alert (the worker's timer flushes the evaluators every 2 s)."""
+
+PLAYBOOK_RULES = [
+    {"name": "retrain-on-drift", "kinds": ["feature_drift", "multivariate_drift"], "action": {"type": "retrain"}},
+    {"name": "review-output", "kinds": ["prediction_drift", "data_quality"], "action": {"type": "human_review"}},
+    {
+        "name": "rollback-on-performance",
+        "kinds": ["performance_degradation"],
+        "action": {
+            "type": "rollback",
+            "approval": "required",
+            "http": {"url": "http://models.internal/v1/models/{model_id}/rollback?to={target_version}"},
+        },
+    },
+    {
+        "name": "abort-canary",
+        "kinds": ["canary_regression"],
+        "action": {"type": "rollback", "approval": "none",
+                   "command": ["kubectl", "argo", "rollouts", "abort", "{model_id}"]},
+    },
+]  # fmt: skip
+"""The demo's playbooks, all dry runs (the default): examples/playbooks.yaml explains each field."""
 
 
-def alert_row(record: dict[str, Any], repeat: bool) -> list[str]:
+def demo_config(bootstrap_servers: str, out_dir: Path, metrics_port: int) -> MonitorConfig:
+    return MonitorConfig.model_validate(
+        {
+            "reference": {"warmup_events": 3000},
+            "kafka": {
+                "bootstrap_servers": bootstrap_servers,
+                "profile": "embedded",
+                "consumer_group": "driftline-demo",
+            },
+            "metrics": {"port": metrics_port},
+            "playbooks": {
+                "rules": PLAYBOOK_RULES,
+                "start_from": "earliest",
+                "audit_file": str(out_dir / "playbooks-audit.jsonl"),
+                "rate_limit": {"actions": 20, "per_seconds": 60},
+            },
+        }
+    )
+
+
+def alert_row(alert: Alert, repeat: bool) -> list[str]:
     """One table row: when (event time), what, about what, and the evidence in brief."""
-    evidence = record["evidence"]
-    if record["status"] == "resolved":
-        when, status = record["ends_at"], "[green]resolved[/]"
+    evidence = alert.evidence
+    if alert.status == "resolved":
+        when, status = alert.ends_at, "[green]resolved[/]"
     elif repeat:
-        when, status = evidence["window_end"] or record["starts_at"], "[red]repeat[/]"
+        when, status = evidence.window_end or alert.starts_at, "[red]repeat[/]"
     else:
-        when, status = record["starts_at"], "[bold red]firing[/]"
+        when, status = alert.starts_at, "[bold red]firing[/]"
     return [
-        when[:16].replace("T", " "),
+        when.strftime("%Y-%m-%d %H:%M") if when else "",
         status,
-        record["kind"],
-        record["model_id"],
-        record["feature"] or record["slice"] or "",
-        f"{evidence['detector']} {evidence['score']:.3g} >= {evidence['threshold']:.3g}",
-        record["summary"],
+        alert.kind,
+        alert.model_id,
+        alert.feature or alert.slice or "",
+        f"{evidence.detector} {evidence.score:.3g} >= {evidence.threshold:.3g}",
+        alert.summary,
     ]
 
 
-def run_demo(out_dir: Path, n_predictions: int, console: Console) -> int:
+def decision_row(decision: PlaybookDecision) -> list[str]:
+    return [
+        decision.outcome.value,
+        decision.rule or "-",
+        decision.model_id or "-",
+        decision.kind.value if decision.kind else "-",
+        decision.reason,
+    ]
+
+
+def _handled(metrics_port: int) -> dict[str, float]:
+    """Events the worker has handled by type (prediction, outcome), from its `/metrics`."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    handled: dict[str, float] = {}
+    for kind, value in re.findall(r'^driftline_events_total\{[^}]*type="(\w+)"[^}]*\} (\S+)$', text, re.MULTILINE):
+        handled[kind] = handled.get(kind, 0.0) + float(value)
+    return handled
+
+
+def run_demo(out_dir: Path, n_predictions: int, console: Console, max_seconds: float = 300.0) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
-    events = out_dir / "events.jsonl"
-    with events.open("wb") as handle:
-        for event in simulate(n_predictions=n_predictions):
-            handle.write(orjson.dumps(event) + b"\n")
-    console.print(f"simulated {n_predictions} predictions and their delayed outcomes of 3 models -> {events}")
-    table = Table("event time", "status", "kind", "model", "feature", "evidence", "summary", title="alerts")
-    config = MonitorConfig.model_validate({"reference": {"warmup_events": 3000}})
-
-    seen: set[str] = set()
-
-    def show(record: dict[str, Any]) -> None:
-        row = alert_row(record, repeat=record["alert_id"] in seen)
-        seen.add(record["alert_id"])
-        table.add_row(*row)
-        if not console.is_terminal:  # a log, not a screen: one line per alert
-            console.print(" | ".join(row), soft_wrap=True)
-
-    with Live(table, console=console, auto_refresh=False) if console.is_terminal else nullcontext() as live:
-        summary = replay(
-            config,
-            [events],
-            out_dir / "alerts.jsonl",
-            out_dir / "dead-letters.jsonl",
-            on_alert=show if live is None else lambda record: (show(record), live.refresh()),
+    events = list(simulate(n_predictions=n_predictions))
+    with EmbeddedBroker(log_path=out_dir / "broker.log") as broker:
+        config = demo_config(broker.bootstrap_servers, out_dir, free_port())
+        ensure_topics(config.kafka)
+        config_path = out_dir / "driftline.yaml"
+        config_path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+        console.print(
+            f"broker on {broker.bootstrap_servers}; worker metrics on http://127.0.0.1:{config.metrics.port}/metrics; "
+            f"publishing {len(events)} events of 3 models (outcomes 6 h of event time after their predictions)"
         )
+        worker_log = (out_dir / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "worker", "--config", str(config_path), "--loglevel", "warning"],
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        decisions: list[PlaybookDecision] = []
+        runner = PlaybookRunner(config, on_decision=decisions.append)
+        runner_thread, stop_runner = runner.start()
+        publisher = threading.Thread(target=_publish, args=(config, events), daemon=True)
+        try:
+            publisher.start()
+            alerts = _show_alerts(config, console, worker, publisher, decisions, n_predictions, max_seconds, out_dir)
+        finally:
+            stop_runner.set()
+            runner_thread.join(timeout=10)
+            worker.terminate()
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            worker_log.close()
+    acted = sum(d.outcome.value != "skipped" for d in decisions)
     console.print(
-        f"{summary.lines} events in {summary.seconds:.1f} s, {sum(summary.alerts.values())} alerts "
-        f"-> {out_dir / 'alerts.jsonl'}"
+        f"{len(events)} events, {len(alerts)} alerts -> {out_dir / 'alerts.jsonl'}; "
+        f"{len(decisions)} playbook decisions ({acted} dry-run actions) -> {config.playbooks.audit_file}"
     )
     return 0
+
+
+def _publish(config: MonitorConfig, events: list[dict[str, Any]]) -> None:
+    """The simulated service: every event through the producer API, in event-time order."""
+    with DriftlinePublisher(config.kafka) as publisher:
+        for event in events:
+            fields = {k: v for k, v in event.items() if k != "schema_version"}
+            if "label" in event:
+                publisher.publish_outcome(**fields)
+            else:
+                publisher.publish_prediction(**fields)
+        publisher.flush(timeout=60)
+
+
+def _show_alerts(
+    config: MonitorConfig,
+    console: Console,
+    worker: subprocess.Popen,
+    publisher: threading.Thread,
+    decisions: list[PlaybookDecision],
+    n_predictions: int,
+    max_seconds: float,
+    out_dir: Path,
+) -> list[Alert]:
+    """Read the alerts topic and print alerts and decisions until the run is over."""
+    alerts_table = Table("event time", "status", "kind", "model", "feature", "evidence", "summary", title="alerts")
+    decisions_table = Table("decision", "rule", "model", "kind", "why", title="playbook decisions (dry run)")
+    consumer = KafkaConsumer(
+        config.kafka.topics.alerts,
+        **consumer_settings(config.kafka, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=500),
+    )
+    alerts: list[Alert] = []
+    seen: set[str] = set()
+    shown_decisions = 0
+    started = last_change = time.monotonic()
+    handled: dict[str, float] = {}
+    view = Group(alerts_table, decisions_table)
+    try:
+        with (
+            (out_dir / "alerts.jsonl").open("wb") as alerts_out,
+            Live(view, console=console, auto_refresh=False) if console.is_terminal else nullcontext() as live,
+        ):
+            while time.monotonic() - started < max_seconds:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {worker.returncode}: see {out_dir / 'worker.log'}")
+                for record in consumer:
+                    alert = Alert.model_validate_json(record.value)
+                    alerts_out.write(orjson.dumps(orjson.loads(record.value)) + b"\n")
+                    row = alert_row(alert, repeat=alert.alert_id in seen)
+                    seen.add(alert.alert_id)
+                    alerts.append(alert)
+                    last_change = time.monotonic()
+                    alerts_table.add_row(*row)
+                    if live is None:
+                        console.print(" | ".join(row), soft_wrap=True)
+                for decision in decisions[shown_decisions:]:
+                    decisions_table.add_row(*decision_row(decision))
+                    if live is None:
+                        console.print("playbook: " + " | ".join(decision_row(decision)), soft_wrap=True)
+                shown_decisions = len(decisions)
+                if live is not None:
+                    live.refresh()
+                now_handled = _handled(config.metrics.port)
+                if now_handled != handled:
+                    handled, last_change = now_handled, time.monotonic()
+                caught_up = handled.get("prediction", 0) >= n_predictions and not publisher.is_alive()
+                if caught_up and time.monotonic() - last_change > QUIET_SECONDS:
+                    break
+            else:
+                console.print(f"[yellow]stopped after {max_seconds:.0f} s[/] ({datetime.now(UTC):%H:%M:%S})")
+    finally:
+        consumer.close()
+    return alerts
