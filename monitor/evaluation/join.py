@@ -10,9 +10,10 @@ Policies, each with a counter (`counters()`):
 
 * `duplicate_predictions`: a second prediction with a pending or recently joined id; the first wins.
 * `predictions_over_capacity`: refused because `max_pending` predictions are waiting.
-* `early_outcomes`: an outcome before its prediction is held `early_ttl_seconds` of event time
-  (`early_outcomes_joined` when its prediction comes, `early_outcomes_unmatched` when it expires:
-  an unknown id, or a prediction that expired before the outcome came and was already forgotten).
+* `early_outcomes`: an outcome before its prediction is held until the predictions' event time
+  passes the outcome's by `early_ttl_seconds` (`early_outcomes_joined` when its prediction comes,
+  `early_outcomes_unmatched` when it expires: an unknown id, or a prediction that expired before
+  the outcome came and was already forgotten).
 * `duplicate_outcomes`: a second outcome for a pending, held or recently joined id; the first wins.
 * `outcomes_after_expiry`: the outcome came more than `ttl_seconds` after its prediction, or after
   the prediction had expired (remembered for `tombstone_seconds`); dropped.
@@ -253,6 +254,8 @@ class JoinStore:
         self._buckets: dict[int, array] = {}
         self._bucket_heap: list[int] = []
         self._watermark = -math.inf
+        self._prediction_watermark = -math.inf
+        """Latest prediction time: early outcomes wait on it (see `_expire`)."""
         self._next_expiry = math.inf
         # Interned (model, version, slices) keys.
         self._keys: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
@@ -307,6 +310,8 @@ class JoinStore:
         slices: Mapping[str, str] | None = None,
     ) -> JoinedOutcome | None:
         """The same from plain values (`timestamp` in seconds since the epoch)."""
+        if timestamp > self._prediction_watermark:
+            self._prediction_watermark = timestamp
         if timestamp > self._watermark:
             self._watermark = timestamp
             if timestamp >= self._next_expiry:
@@ -532,6 +537,7 @@ class JoinStore:
 
     def advance(self, timestamp: float) -> None:
         """Move event time forward without an event (a timer), expiring what is due."""
+        self._prediction_watermark = max(self._prediction_watermark, timestamp)
         if timestamp > self._watermark:
             self._watermark = timestamp
             if timestamp >= self._next_expiry:
@@ -555,8 +561,11 @@ class JoinStore:
                 m = self._key_model[self._key[slot]]
                 self._counters[m][_EXPIRED] += 1
                 self._tombstone(prediction_id, m * 4 + _TOMB_EXPIRED)
+        # An early outcome waits until the predictions' event time has passed its own by the early
+        # TTL: in streaming the outcomes' path can run ahead of the predictions' by hours of event
+        # time (labels are stamped later), and the overall watermark would expire them unmatched.
         early_heap = self._early_heap
-        while early_heap and (early_heap[0] + 1) * self._early_width + self.early_ttl <= watermark:
+        while early_heap and (early_heap[0] + 1) * self._early_width + self.early_ttl <= self._prediction_watermark:
             bucket_id = heapq.heappop(early_heap)
             for prediction_id in self._early_buckets.pop(bucket_id):
                 held = self._early.get(prediction_id)
@@ -767,6 +776,7 @@ class JoinStore:
         return {
             "version": 1,
             "watermark": None if self._watermark == -math.inf else self._watermark,
+            "prediction_watermark": None if self._prediction_watermark == -math.inf else self._prediction_watermark,
             "models": self._models,
             "counters": self._counters,
             "delays": [base64.b64encode(s.serialize()).decode("ascii") for s in self._delays],
@@ -812,6 +822,8 @@ class JoinStore:
         self._slice_names_seen = {model: set(names) for model, names in state["slice_names_seen"].items()}
         watermark = state["watermark"]
         self._watermark = -math.inf if watermark is None else watermark
+        prediction_watermark = state.get("prediction_watermark", watermark)  # states before it existed
+        self._prediction_watermark = -math.inf if prediction_watermark is None else prediction_watermark
         pending = state["pending"]
         for i, prediction_id in enumerate(pending["id"]):
             slot = len(self._pid)

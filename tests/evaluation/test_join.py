@@ -92,6 +92,21 @@ def test_early_outcome_expires_after_its_own_ttl_as_unmatched():
     assert s.pending == 1
 
 
+def test_early_outcomes_wait_for_the_predictions_event_time_not_the_outcomes():
+    """In streaming the outcomes' path can run hours of event time ahead of the predictions'
+    (labels are stamped later): held outcomes must not expire on the outcomes' own clock."""
+    s = store()
+    for i in range(100):  # outcomes stamped 6 h after predictions that have not arrived yet
+        assert s.add_outcome_fields(f"p{i}", 1, 1000.0 + 6 * HOUR + i * 60, model_id="m") is None
+    for i in range(100):
+        assert s.add_prediction_fields(f"p{i}", "m", "v", 1000.0 + i * 60, 1) is not None
+    counts = s.counters("m")
+    assert (counts["early_outcomes_joined"], counts["early_outcomes_unmatched"]) == (100, 0)
+    s.add_outcome_fields("never", 1, 1000.0 + 7 * HOUR, model_id="m")
+    s.add_prediction_fields("later", "m", "v", 1000.0 + 8.2 * HOUR, 1)  # predictions passed it by the TTL
+    assert s.counters("m")["early_outcomes_unmatched"] == 1
+
+
 def test_duplicate_outcome_first_wins_pending_held_and_joined():
     s = store()
     s.add_prediction_fields("p", "m", "v", 1000.0, 1)
