@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.alerts.lifecycle import AlertLifecycle
@@ -29,6 +29,10 @@ from monitor.core.reference import ReferenceProfile
 from monitor.evaluation.evaluator import ModelEvaluator
 from monitor.evaluation.join import JoinedOutcome, JoinStore
 from monitor.monitoring.drift import DriftMonitor
+
+LAGGING_OUTCOME_WINDOWS = 2
+"""The evaluation checks also run once this many windows' worth of outcomes came without a
+window of predictions closing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,10 @@ class ModelMonitor:
         self.lifecycle = AlertLifecycle(config.alerting)
         self.windows_closed = 0
         """Windows closed since this object was built (a metric, not state)."""
+        assert model.window is not None
+        self.outcomes_per_check = LAGGING_OUTCOME_WINDOWS * (model.window.size_events or model.window.min_events)
+        self.outcomes_since_check = 0
+        """Outcomes since the evaluation checks last ran (state)."""
         if state is None:
             reference = ReferenceProfile.load(model.reference) if model.reference else None
             self.drift = DriftMonitor(model, config, reference)
@@ -54,6 +62,7 @@ class ModelMonitor:
             self.drift = DriftMonitor.from_state(model, config, state["drift"])
             self.evaluator = ModelEvaluator.from_state(state["evaluator"], config)
             self.lifecycle.restore(state["lifecycle"])
+            self.outcomes_since_check = state.get("outcomes_since_check", 0)
 
     def observe(
         self,
@@ -65,7 +74,16 @@ class ModelMonitor:
         findings = self.drift.observe(predictions, prediction_offsets)
         findings += self.evaluator.observe_predictions(predictions, prediction_offsets)
         findings += self.evaluator.observe_outcomes(outcomes, outcome_offsets)
-        return self.raise_alerts(findings + self._close_evaluation_windows())
+        findings += self._close_evaluation_windows()
+        self.outcomes_since_check += len(outcomes)
+        if self.outcomes_since_check >= self.outcomes_per_check:
+            # Outcomes are running behind the predictions (a join lagging in streaming, the
+            # labels of a model's last hours): check them now rather than at a window close
+            # that may never come. In step, windows close first and this never runs.
+            at = datetime.fromtimestamp(max(o.prediction_time for o in outcomes), UTC)
+            findings += self.evaluator.close_window(at, outcome_offsets[-1])
+            self.outcomes_since_check = 0
+        return self.raise_alerts(findings)
 
     def advance_to(self, at: datetime, offset: int | None = None) -> list[RaisedAlert]:
         """Close the time windows event time `at` has passed though this model sent nothing (a
@@ -76,6 +94,8 @@ class ModelMonitor:
     def _close_evaluation_windows(self) -> list[Finding]:
         """Evaluation closes its windows on the drift monitor's clock."""
         findings = []
+        if self.drift.closed_windows:
+            self.outcomes_since_check = 0
         self.windows_closed += len(self.drift.closed_windows)
         for window_end, offset in self.drift.closed_windows:
             findings += self.evaluator.close_window(window_end, offset)
@@ -101,6 +121,7 @@ class ModelMonitor:
             "drift": self.drift.to_state(),
             "evaluator": self.evaluator.to_state(),
             "lifecycle": self.lifecycle.to_state(),
+            "outcomes_since_check": self.outcomes_since_check,
         }
 
 
