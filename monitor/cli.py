@@ -147,14 +147,16 @@ def replay(config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path,
 @click.option(
     "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True
 )
-@click.option("--predictions", default=60_000, show_default=True, help="Simulated predictions (3 models).")
-def demo(out_dir: Path, predictions: int) -> None:
-    """Simulated service with planted drift, degradation and a regressing canary; alerts as they fire."""
+@click.option("--predictions", default=30_000, show_default=True, help="Simulated predictions (3 models).")
+@click.option("--max-seconds", default=300.0, show_default=True, help="Stop after this long whatever happens.")
+def demo(out_dir: Path, predictions: int, max_seconds: float) -> None:
+    """Embedded broker, a worker and the playbook runner (dry run) over a simulated service with planted drift,
+    degradation and a regressing canary; alerts and playbook decisions as they come."""
     from rich.console import Console
 
     from monitor.demo import run_demo
 
-    sys.exit(run_demo(out_dir, predictions, Console()))
+    sys.exit(run_demo(out_dir, predictions, Console(), max_seconds=max_seconds))
 
 
 @main.command()

@@ -45,9 +45,9 @@ from monitor.stream.broker import EmbeddedBroker, free_port
 from monitor.stream.kafka_settings import consumer_settings
 from monitor.stream.topics import ensure_topics
 
-QUIET_SECONDS = 6.0
-"""The demo ends once the worker has handled every prediction and, for this long, no new event
-(outcomes come after) and no alert (the worker's timer flushes the evaluators every 2 s)."""
+QUIET_SECONDS = 5.0
+"""The demo ends once the worker has handled every prediction and joined every outcome, and no
+alert came for this long (the worker's timer flushes the evaluators every 2 s)."""
 
 PLAYBOOK_RULES = [
     {"name": "retrain-on-drift", "kinds": ["feature_drift", "multivariate_drift"], "action": {"type": "retrain"}},
@@ -158,7 +158,8 @@ def run_demo(out_dir: Path, n_predictions: int, console: Console, max_seconds: f
         publisher = threading.Thread(target=_publish, args=(config, events), daemon=True)
         try:
             publisher.start()
-            alerts = _show_alerts(config, console, worker, publisher, decisions, n_predictions, max_seconds, out_dir)
+            expected = {"prediction": n_predictions, "outcome": len(events) - n_predictions}
+            alerts = _show_alerts(config, console, worker, decisions, expected, max_seconds, out_dir)
         finally:
             stop_runner.set()
             runner_thread.join(timeout=10)
@@ -192,9 +193,8 @@ def _show_alerts(
     config: MonitorConfig,
     console: Console,
     worker: subprocess.Popen,
-    publisher: threading.Thread,
     decisions: list[PlaybookDecision],
-    n_predictions: int,
+    expected: dict[str, int],
     max_seconds: float,
     out_dir: Path,
 ) -> list[Alert]:
@@ -239,11 +239,14 @@ def _show_alerts(
                 now_handled = _handled(config.metrics.port)
                 if now_handled != handled:
                     handled, last_change = now_handled, time.monotonic()
-                caught_up = handled.get("prediction", 0) >= n_predictions and not publisher.is_alive()
+                caught_up = all(handled.get(kind, 0) >= n for kind, n in expected.items())
                 if caught_up and time.monotonic() - last_change > QUIET_SECONDS:
                     break
             else:
-                console.print(f"[yellow]stopped after {max_seconds:.0f} s[/] ({datetime.now(UTC):%H:%M:%S})")
+                console.print(
+                    f"[yellow]stopped after {max_seconds:.0f} s[/] ({datetime.now(UTC):%H:%M:%S}): the worker had "
+                    + ", ".join(f"{handled.get(kind, 0):.0f} of {n} {kind}s" for kind, n in expected.items())
+                )
     finally:
         consumer.close()
     return alerts
