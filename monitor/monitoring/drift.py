@@ -20,6 +20,7 @@ to a run length of `run_length_events / (1 - budget_share) * number_of_detectors
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,8 @@ from monitor.core.windows import WindowClock
 from monitor.detectors import registry
 from monitor.detectors.base import Detector, SequentialDetector, TestResult, WindowTest
 from monitor.monitoring.columns import category_codes, numeric_column
+
+log = logging.getLogger(__name__)
 
 MAX_WINDOW_VALUES = 10_000
 """Values per feature a window keeps for its tests; beyond, a systematic sample (time windows)."""
@@ -203,6 +206,8 @@ class DriftMonitor:
         self._builder: ReferenceBuilder | None = None
         self._window_start: datetime | None = None
         self._window_end: datetime | None = None
+        self.unfitted: dict[str, str] = {}
+        """`feature/detector` -> why its reference could not fit it (state, reported)."""
         self.closed_windows: list[tuple[datetime, int | None]] = []
         """(event time, offset) of windows closed since the owner last drained this list: other
         per-window checks (evaluation) close on the same clock."""
@@ -243,16 +248,12 @@ class DriftMonitor:
             else:
                 sample, _, _ = category_codes(reference.sample.get(name, []), codes)
                 context = {"n_categories": len(codes) + 1}
-            fitted = [
-                d.fit(
-                    sample,
-                    run_length=run_length,
-                    window_size=window_size,
-                    seed=_seed(name, d.name),
-                    **context,
-                )
-                for d in dets
-            ]
+            fitted: list[Detector] = []
+            for d in dets:
+                settings = {"run_length": run_length, "window_size": window_size, "seed": _seed(name, d.name)}
+                detector = self._fit(d, name, sample, **settings, **context)
+                if detector is not None:
+                    fitted.append(detector)
             self.features[name] = FeatureMonitor(
                 name=name,
                 type=kind_of_data,
@@ -266,11 +267,24 @@ class DriftMonitor:
                 [np.array([np.nan if v is None else v for v in reference.sample[n]], dtype=float) for n in numeric]
             )
             self.multivariate_names = numeric
-            self.multivariate = [
-                d.fit(matrix, run_length=run_length, window_size=window_size, seed=_seed("multivariate", d.name))
-                for d in multivariate  # type: ignore[misc]
-            ]
+            fits = [
+                self._fit(d, "multivariate", matrix, run_length=run_length, window_size=window_size,
+                          seed=_seed("multivariate", d.name))
+                for d in multivariate
+            ]  # fmt: skip
+            self.multivariate = [d for d in fits if d is not None]  # type: ignore[misc]
         self._open_window()
+
+    def _fit(self, detector: Detector, subject: str, sample: Any, **settings: Any) -> Detector | None:
+        """The detector fitted on the reference, or None when the reference cannot support it
+        (too few values: a feature mostly null in the warm-up). The feature keeps its other
+        detectors and its data-quality checks; `unfitted` says what is not watched and why."""
+        try:
+            return detector.fit(sample, **settings)
+        except ValueError as error:
+            self.unfitted[f"{subject}/{detector.name}"] = str(error)
+            log.warning("model %s: %s not watched by %s: %s", self.model.model_id, subject, detector.name, error)
+            return None
 
     def _create(self, name: str) -> Detector:
         params = self.model.detectors.params.get(name, {})  # type: ignore[union-attr]
@@ -611,6 +625,7 @@ class DriftMonitor:
             "multivariate_names": self.multivariate_names,
             "multivariate_sample": self.multivariate_sample.to_state(),
             "multivariate_history": self.multivariate_history,
+            "unfitted": self.unfitted,
             "window_start": None if self._window_start is None else self._window_start.isoformat(),
             "window_end": None if self._window_end is None else self._window_end.isoformat(),
         }
@@ -635,6 +650,7 @@ class DriftMonitor:
         monitor.multivariate_history = {
             name: [list(point) for point in points] for name, points in state.get("multivariate_history", {}).items()
         }
+        monitor.unfitted = dict(state.get("unfitted", {}))
         for name in ("window_start", "window_end"):
             value = state[name]
             setattr(monitor, f"_{name}", None if value is None else datetime.fromisoformat(value))
