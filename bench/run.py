@@ -7,7 +7,11 @@
 * `evaluation_throughput.py`: join + evaluation outcomes/s, memory per pending prediction;
 * `detector_accuracy.py`: our detectors in memory on the drift-bench streams (needs
   ../shared/drift-bench; the product-through-replay comparison with the peers is drift-bench's own
-  `run.py --product-cmd ...`, see bench/README.md).
+  `run.py --product-cmd ...`, see bench/README.md);
+* `kafka_throughput.py`: events/s through one and two `driftline worker` processes on the embedded
+  broker, and end-to-end alert latency (`--quick` under `--quick`);
+* `kafka_load.py`: two workers for 10 minutes (1 under `--quick`): events/s, RSS of the workers and
+  the broker over time; with `--save` (and not `--quick`) its plot goes to `bench/results/load-<date>.png`.
 
 `--save` also writes the combined output to `bench/results/bench-<date>.md`.
 """
@@ -38,6 +42,12 @@ def main() -> int:
     if DRIFT_BENCH.is_dir():
         runs.append(("detector accuracy (in memory)", ["detector_accuracy.py", "--drift-bench", str(DRIFT_BENCH)]
                      + (["--streams", "*_r0"] if args.quick else [])))  # fmt: skip
+    runs.append(("Kafka throughput and alert latency (embedded broker)",
+                 ["kafka_throughput.py"] + (["--quick"] if args.quick else [])))  # fmt: skip
+    load_png = HERE / "results" / f"load-{dt.date.today()}.png"
+    runs.append(("Kafka load, two workers (embedded broker)",
+                 ["kafka_load.py"] + (["--quick"] if args.quick else [])
+                 + (["--png", str(load_png)] if args.save and not args.quick else [])))  # fmt: skip
     report = [f"# Driftline benchmarks, {dt.date.today()}\n"]
     failed = 0
     for title, argv in runs:
