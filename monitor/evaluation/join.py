@@ -11,7 +11,7 @@ Policies, each with a counter (`counters()`):
 * `duplicate_predictions`: a second prediction with a pending or recently joined id; the first wins.
 * `predictions_over_capacity`: refused because `max_pending` predictions are waiting.
 * `early_outcomes`: an outcome before its prediction is held until the predictions' event time
-  passes the outcome's by `early_ttl_seconds` (`early_outcomes_joined` when its prediction comes,
+  (of the slowest model) passes the outcome's by `early_ttl_seconds` (`early_outcomes_joined` when its prediction comes,
   `early_outcomes_unmatched` when it expires: an unknown id, or a prediction that expired before
   the outcome came and was already forgotten).
 * `duplicate_outcomes`: a second outcome for a pending, held or recently joined id; the first wins.
@@ -255,7 +255,7 @@ class JoinStore:
         self._bucket_heap: list[int] = []
         self._watermark = -math.inf
         self._prediction_watermark = -math.inf
-        """Latest prediction time: early outcomes wait on it (see `_expire`)."""
+        """Latest prediction time of any model."""
         self._next_expiry = math.inf
         # Interned (model, version, slices) keys.
         self._keys: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
@@ -269,6 +269,8 @@ class JoinStore:
         self._slice_names_seen: dict[str, set[str]] = {}
         # Models: name -> index; counters and label-delay sketches per model.
         self._models: list[str] = []
+        self._model_time: list[float] = []
+        """Latest prediction time per model: early outcomes wait on the slowest (see `_early_clock`)."""
         self._model_index: dict[str, int] = {}
         self._counters: list[list[int]] = []
         self._delays: list[kll_doubles_sketch] = []
@@ -312,10 +314,6 @@ class JoinStore:
         """The same from plain values (`timestamp` in seconds since the epoch)."""
         if timestamp > self._prediction_watermark:
             self._prediction_watermark = timestamp
-        if timestamp > self._watermark:
-            self._watermark = timestamp
-            if timestamp >= self._next_expiry:
-                self._expire()
         if slices:
             raw = (model_id, model_version, tuple(slices.items()))
             key = self._raw_keys.get(raw)
@@ -326,6 +324,12 @@ class JoinStore:
             if key is None:
                 key = self._intern_key(model_id, model_version, None, None)
         m = self._key_model[key]
+        if timestamp > self._model_time[m]:
+            self._model_time[m] = timestamp
+        if timestamp > self._watermark:
+            self._watermark = timestamp
+            if timestamp >= self._next_expiry:
+                self._expire()
         counters = self._counters[m]
         counters[_PREDICTIONS] += 1
         if prediction_id in self._index or (self._tombs and prediction_id in self._tombs):
@@ -538,6 +542,7 @@ class JoinStore:
     def advance(self, timestamp: float) -> None:
         """Move event time forward without an event (a timer), expiring what is due."""
         self._prediction_watermark = max(self._prediction_watermark, timestamp)
+        self._model_time = [max(t, timestamp) for t in self._model_time]
         if timestamp > self._watermark:
             self._watermark = timestamp
             if timestamp >= self._next_expiry:
@@ -561,11 +566,9 @@ class JoinStore:
                 m = self._key_model[self._key[slot]]
                 self._counters[m][_EXPIRED] += 1
                 self._tombstone(prediction_id, m * 4 + _TOMB_EXPIRED)
-        # An early outcome waits until the predictions' event time has passed its own by the early
-        # TTL: in streaming the outcomes' path can run ahead of the predictions' by hours of event
-        # time (labels are stamped later), and the overall watermark would expire them unmatched.
         early_heap = self._early_heap
-        while early_heap and (early_heap[0] + 1) * self._early_width + self.early_ttl <= self._prediction_watermark:
+        early_clock = self._early_clock() if early_heap else -math.inf
+        while early_heap and (early_heap[0] + 1) * self._early_width + self.early_ttl <= early_clock:
             bucket_id = heapq.heappop(early_heap)
             for prediction_id in self._early_buckets.pop(bucket_id):
                 held = self._early.get(prediction_id)
@@ -584,6 +587,17 @@ class JoinStore:
             (early_heap[0] + 1) * self._early_width + self.early_ttl if early_heap else math.inf,
             (tomb_heap[0] + 1) * self._tomb_width + self.tombstone_seconds if tomb_heap else math.inf,
         )
+
+    def _early_clock(self) -> float:
+        """Event time early outcomes expire on: the latest prediction time of the slowest model.
+
+        In streaming the outcomes' path runs ahead of the predictions' by hours of event time
+        (labels are stamped later), and one model's partitions ahead of another's: an outcome held
+        for its prediction must not expire on a faster clock. Models silent for longer than the
+        TTL do not hold it back (a retired model would otherwise pin it forever)."""
+        latest = self._prediction_watermark
+        active = [t for t in self._model_time if t >= latest - self.ttl]
+        return min(active) if active else latest
 
     def _tombstone(self, prediction_id: str, code: int) -> None:
         if not self.max_tombstones or self._watermark == -math.inf:
@@ -627,6 +641,7 @@ class JoinStore:
                 return self._model(OTHER)
             m = self._model_index[model_id] = len(self._models)
             self._models.append(model_id)
+            self._model_time.append(-math.inf)
             self._counters.append([0] * len(COUNTERS))
             self._delays.append(kll_doubles_sketch(KLL_K))
             self._delay_buffer.append([])
@@ -777,6 +792,7 @@ class JoinStore:
             "version": 1,
             "watermark": None if self._watermark == -math.inf else self._watermark,
             "prediction_watermark": None if self._prediction_watermark == -math.inf else self._prediction_watermark,
+            "model_times": [None if t == -math.inf else t for t in self._model_time],
             "models": self._models,
             "counters": self._counters,
             "delays": [base64.b64encode(s.serialize()).decode("ascii") for s in self._delays],
@@ -824,6 +840,8 @@ class JoinStore:
         self._watermark = -math.inf if watermark is None else watermark
         prediction_watermark = state.get("prediction_watermark", watermark)  # states before it existed
         self._prediction_watermark = -math.inf if prediction_watermark is None else prediction_watermark
+        for m, t in enumerate(state.get("model_times", [prediction_watermark] * len(self._models))):
+            self._model_time[m] = -math.inf if t is None else t
         pending = state["pending"]
         for i, prediction_id in enumerate(pending["id"]):
             slot = len(self._pid)

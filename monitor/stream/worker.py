@@ -21,7 +21,8 @@ way:
   at-least-once) is skipped, not counted twice. The join reads a single topic, so a replay joins
   the same items at the same positions (`records.join_position`) and the model agent skips the
   joins it has counted. Records sent downstream are flushed before the state that covers them is
-  written, so a crash can only replay, never lose.
+  written, and the state before faust may commit the input offsets (it acks a batch when the
+  agent asks for the next), so a crash can only replay, never lose.
 - A timer closes time windows on the stream's event time when a model goes quiet, flushes the
   evaluators and refreshes the Prometheus metrics.
 
@@ -290,6 +291,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 await app.producer.flush()
                 for model_id in changed:
                     save(model_states, model_id, models[model_id])
+                await app.producer.flush()  # the states, before faust may commit the batch's offsets
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
@@ -339,6 +341,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             await app.producer.flush()
             for key, entry in touched.items():
                 save(join_states, key, entry)
+            await app.producer.flush()  # the stores, before faust may commit the batch's offsets
 
     # -- timer -------------------------------------------------------------------------------------
 

@@ -107,6 +107,18 @@ def test_early_outcomes_wait_for_the_predictions_event_time_not_the_outcomes():
     assert s.counters("m")["early_outcomes_unmatched"] == 1
 
 
+def test_early_outcomes_wait_for_the_slowest_models_predictions():
+    """One model's partitions can run hours of event time ahead of another's: an outcome held for
+    a slow model's prediction must not expire on the fast model's clock."""
+    s = store()
+    s.add_prediction_fields("fast-0", "fast", "v", 1000.0, 1)
+    s.add_prediction_fields("slow-0", "slow", "v", 1000.0, 1)
+    assert s.add_outcome_fields("slow-1", 1, 1000.0 + 6 * HOUR + 60, model_id="slow") is None  # early
+    s.add_prediction_fields("fast-1", "fast", "v", 1000.0 + 9 * HOUR, 1)  # the fast model is far ahead
+    assert s.add_prediction_fields("slow-1", "slow", "v", 1000.0 + 60, 1) is not None
+    assert s.counters("slow")["early_outcomes_unmatched"] == 0
+
+
 def test_duplicate_outcome_first_wins_pending_held_and_joined():
     s = store()
     s.add_prediction_fields("p", "m", "v", 1000.0, 1)
