@@ -79,6 +79,10 @@ JOIN_BATCH_MESSAGES = 50
 writes its partition's store once per batch, so its batches are large."""
 TIMER_SECONDS = 2.0
 """How often the timer closes quiet windows, flushes evaluators and refreshes metrics."""
+RECOVERY_BUFFER_RECORDS = 8
+"""Changelog records faust holds before applying them to a table, in recovery and on standby
+replicas (its default, 1,000, is sized for small values: with state records of 0.2-10 MB a
+standby worker held gigabytes; `bench/kafka_load.py`)."""
 STATE_MAX_BYTES = 32 * 1024 * 1024
 """Largest state record (msgpack) the worker writes: 25 features at the default warm-up of
 5,000 events take about 2 MB; a join partition holds about 60 bytes per pending prediction.
@@ -150,6 +154,8 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             key_type=str,
             value_type=bytes,
             extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)},
+            recovery_buffer_size=RECOVERY_BUFFER_RECORDS,
+            standby_buffer_size=RECOVERY_BUFFER_RECORDS,
         )
 
     model_states = state_table(MODEL_STATE_TABLE)
