@@ -44,6 +44,8 @@ class CalibratedWindowTest(WindowTest):
         self.window_size = 0
         self.center = 0.0
         """Value the statistic concentrates on with large windows (0 for distances)."""
+        self._state: dict[str, Any] | None = None
+        """`to_state`, built once per fit: testing a window changes nothing."""
 
     # -- subclasses -------------------------------------------------------------------------
     @abstractmethod
@@ -78,6 +80,7 @@ class CalibratedWindowTest(WindowTest):
         stats = self._null_statistics(ref, boot, window_size)
         exceedance = min(0.5, window_size / run_length)
         self.threshold = calibration.tail_quantile(stats, exceedance)
+        self._state = None
         return self
 
     def threshold_for(self, n: int) -> float:
@@ -98,16 +101,20 @@ class CalibratedWindowTest(WindowTest):
         return TestResult(float(score), float(threshold), bool(score > threshold), details)
 
     def to_state(self) -> dict[str, Any]:
-        fitted = math.isfinite(self.threshold)
-        return {
-            "name": self.name,
-            "params": self.params,
-            "threshold": self.threshold if fitted else None,
-            "reference_size": self.reference_size,
-            "window_size": self.window_size,
-            "center": self.center,
-            "profile": self._profile_state() if fitted else None,
-        }
+        """The same dict until the next `fit` (read-only: the streaming worker saves a model's
+        state every batch, and rebuilding the reference profiles was most of that cost)."""
+        if self._state is None:
+            fitted = math.isfinite(self.threshold)
+            self._state = {
+                "name": self.name,
+                "params": self.params,
+                "threshold": self.threshold if fitted else None,
+                "reference_size": self.reference_size,
+                "window_size": self.window_size,
+                "center": self.center,
+                "profile": self._profile_state() if fitted else None,
+            }
+        return self._state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
