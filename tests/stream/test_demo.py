@@ -18,11 +18,11 @@ pytestmark = pytest.mark.broker
 
 def test_demo_shows_the_planted_problems_and_playbook_decisions(tmp_path, repo_root):
     result = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "demo", "--out-dir", str(tmp_path), "--max-seconds", "240"],
+        [sys.executable, "-m", "monitor.cli", "demo", "--out-dir", str(tmp_path), "--max-seconds", "420"],
         cwd=repo_root,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=480,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "stopped after" not in result.stdout, result.stdout[-3000:]
