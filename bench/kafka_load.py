@@ -74,7 +74,7 @@ def run_load(minutes: float, rate: float, max_lag: int, max_broker_mib: float, w
         ensure_topics(kafka)
         workers = start_workers(work, write_config(work, kafka, "worker"), 2)
         producer = fast_producer(kafka, linger_ms=5)
-        stop_reason = "ran its time"
+        stop_reason = "it ran its time"
         try:
             for worker in workers:
                 worker.metrics_port()
@@ -125,7 +125,7 @@ def run_load(minutes: float, rate: float, max_lag: int, max_broker_mib: float, w
                     )
                     last_sample, last_processed, last_cpu, last_broker_cpu = now, processed, cpu, broker_cpu
                     if sample.broker_rss > max_broker_mib:
-                        stop_reason = f"broker RSS passed {max_broker_mib:,.0f} MiB"
+                        stop_reason = f"the broker's RSS passed {max_broker_mib:,.0f} MiB (it keeps every record)"
                         break
                 time.sleep(0.01)
         finally:
@@ -234,7 +234,7 @@ def main() -> int:
         f"Embedded broker (Tansu, memory storage), {PARTITIONS} partitions, two `driftline worker` processes in one "
         f"consumer group with the default monitoring settings, 8 models (4 per worker), {N_NUMERIC} numeric + "
         f"{N_CATEGORICAL} categorical features; events {mode}; {os.cpu_count()} cores shared with the publisher, "
-        f"the broker and other work (load average at the end {os.getloadavg()[0]:.1f}). Stopped because it "
+        f"the broker and other work (load average at the end {os.getloadavg()[0]:.1f}). Stopped: "
         f"{stop_reason}.",
         "",
         f"- processed {last.processed:,} events in {last.seconds:,.0f} s: {last.processed / last.seconds:,.0f} "
