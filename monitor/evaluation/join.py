@@ -592,12 +592,12 @@ class JoinStore:
         """Event time early outcomes expire on: the latest prediction time of the slowest model.
 
         In streaming the outcomes' path runs ahead of the predictions' by hours of event time
-        (labels are stamped later), and one model's partitions ahead of another's: an outcome held
-        for its prediction must not expire on a faster clock. Models silent for longer than the
-        TTL do not hold it back (a retired model would otherwise pin it forever)."""
-        latest = self._prediction_watermark
-        active = [t for t in self._model_time if t >= latest - self.ttl]
-        return min(active) if active else latest
+        (labels are stamped later), and one model's partitions ahead of another's, even before a
+        model's first prediction arrives: an outcome held for its prediction must not expire on a
+        faster clock. A model with no prediction for a TTL (retired, or not started) holds the
+        clock back by at most the TTL, so nothing waits forever."""
+        floor = self._prediction_watermark - self.ttl
+        return min((max(t, floor) for t in self._model_time), default=self._prediction_watermark)
 
     def _tombstone(self, prediction_id: str, code: int) -> None:
         if not self.max_tombstones or self._watermark == -math.inf:

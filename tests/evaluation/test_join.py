@@ -119,6 +119,16 @@ def test_early_outcomes_wait_for_the_slowest_models_predictions():
     assert s.counters("slow")["early_outcomes_unmatched"] == 0
 
 
+def test_early_outcomes_wait_for_a_model_whose_predictions_have_not_started():
+    """The demo on Kafka: a model's outcomes reached the join before any of its predictions, while
+    other models' predictions ran hours ahead; they expired unmatched."""
+    s = store()
+    assert s.add_outcome_fields("late-0", 1, 1000.0 + 6 * HOUR, model_id="late") is None
+    s.add_prediction_fields("other-0", "other", "v", 1000.0 + 9 * HOUR, 1)
+    assert s.add_prediction_fields("late-0", "late", "v", 1000.0, 1) is not None
+    assert s.counters("late")["early_outcomes_unmatched"] == 0
+
+
 def test_duplicate_outcome_first_wins_pending_held_and_joined():
     s = store()
     s.add_prediction_fields("p", "m", "v", 1000.0, 1)
