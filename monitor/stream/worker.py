@@ -23,8 +23,6 @@ way:
   joins it has counted. Records sent downstream are flushed before the state that covers them is
   written, and the state before faust may commit the input offsets (it acks a batch when the
   agent asks for the next), so a crash can only replay, never lose.
-  A batch that does not finish (an error, a cancellation) drops its models' in-memory state, so
-  the next batch starts again from the saved one (`rolled_back`).
 - A timer closes time windows on the stream's event time when a model goes quiet, flushes the
   evaluators and refreshes the Prometheus metrics.
 
@@ -37,8 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -114,32 +110,6 @@ class WorkerStats:
     """Messages or joins skipped because the state already covered them."""
     model_errors: int = 0
     """Batches a model's core raised on (logged; the model resumes from its last saved state)."""
-
-
-@contextmanager
-def rolled_back(cache: dict[str, Any]) -> Iterator[set[str]]:
-    """Collects the keys a batch changes in `cache`; if the batch does not finish (an error, or a
-    cancellation at a rebalance or shutdown) they leave the cache, so the next batch reloads
-    their saved state. Kept, their in-memory state would count events that were never saved and
-    that the replay would then skip: lost.
-
-    >>> cache = {"fraud": "counts events 0-499", "churn": "saved"}
-    >>> try:
-    ...     with rolled_back(cache) as touched:
-    ...         touched.add("fraud")
-    ...         raise TimeoutError("cancelled before the state was saved")
-    ... except TimeoutError:
-    ...     pass
-    >>> cache
-    {'churn': 'saved'}
-    """
-    touched: set[str] = set()
-    try:
-        yield touched
-    except BaseException:
-        for key in touched:
-            cache.pop(key, None)
-        raise
 
 
 def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) -> faust.App:
@@ -262,77 +232,72 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 
     # -- agents ------------------------------------------------------------------------------------
 
-    async def monitor_batch(events: list[Any], touched: set[str]) -> None:
-        """One batch of `monitor_models`; `touched` collects the models it changed."""
-        predictions: dict[str, tuple[list[PredictionEvent], list[int]]] = defaultdict(lambda: ([], []))
-        outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
-        to_join: dict[int, list[list[Any]]] = defaultdict(list)
-        replayed: list[int] = []
-        for event in events:
-            message = event.message
-            positions[message.topic, message.partition] = message.offset + 1
-            if message.topic == internal.joined:
-                for join_partition, position, joined in decode_joined(message.value):
-                    entry = model_entry(joined.model_id, message.partition)
-                    touched.add(joined.model_id)
-                    source = f"j{join_partition}"
-                    if position < entry.covered.get(source, 0):
-                        replayed.append(message.offset)
-                        continue
-                    entry.covered[source] = position + 1
-                    outcomes[joined.model_id][0].append(joined)
-                    outcomes[joined.model_id][1].append(message.offset)
-                continue
-            try:
-                prediction = decode_prediction(message.value, config.limits)
-            except InvalidEvent as error:
-                await dead_letter(message, error)
-                continue
-            entry = model_entry(prediction.model_id, message.partition)
-            touched.add(prediction.model_id)
-            source = str(message.partition)
-            if message.offset < entry.covered.get(source, 0):
-                replayed.append(message.offset)  # already in the state: a replay after a restart
-                continue
-            entry.covered[source] = message.offset + 1
-            predictions[prediction.model_id][0].append(prediction)
-            predictions[prediction.model_id][1].append(message.offset)
-            to_join[partition_for(prediction.prediction_id, partitions)].append(prediction_item(prediction))
-            event_time[0] = max(event_time[0], prediction.timestamp.timestamp())
-        skipped("messages", replayed)
-
-        for partition, items in to_join.items():
-            await join_input.send(partition=partition, value=encode_join_input("p", items))
-        changed = []
-        for model_id in predictions.keys() | outcomes.keys():
-            entry = models[model_id]
-            model_predictions, prediction_offsets = predictions.get(model_id, ([], []))
-            model_outcomes, outcome_offsets = outcomes.get(model_id, ([], []))
-            try:
-                raised = entry.state.observe(model_predictions, prediction_offsets, model_outcomes, outcome_offsets)
-            except Exception:  # a bug in the core must not stop the other models
-                stats.model_errors += 1
-                log.exception("model %s failed on a batch; it resumes from its last saved state", model_id)
-                del models[model_id]
-                continue
-            for kind, handled in (("prediction", model_predictions), ("outcome", model_outcomes)):
-                if handled:  # no series before the first: a 0 would read as "outcomes stopped"
-                    metrics.events.labels(model=model_id, type=kind).inc(len(handled))
-            await publish(model_id, raised)
-            changed.append(model_id)
-        await app.producer.flush()
-        for model_id in changed:
-            save(model_states, model_id, models[model_id])
-        await app.producer.flush()  # the states, before faust may commit the batch's offsets
-
     @app.agent(model_input)
     async def monitor_models(stream: Any) -> None:
         """Predictions and joined outcomes -> each model's monitor -> alerts; prediction items on
         to the join."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
             async with lock:
-                with rolled_back(models) as touched:
-                    await monitor_batch(events, touched)
+                predictions: dict[str, tuple[list[PredictionEvent], list[int]]] = defaultdict(lambda: ([], []))
+                outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
+                to_join: dict[int, list[list[Any]]] = defaultdict(list)
+                replayed: list[int] = []
+                for event in events:
+                    message = event.message
+                    positions[message.topic, message.partition] = message.offset + 1
+                    if message.topic == internal.joined:
+                        for join_partition, position, joined in decode_joined(message.value):
+                            entry = model_entry(joined.model_id, message.partition)
+                            source = f"j{join_partition}"
+                            if position < entry.covered.get(source, 0):
+                                replayed.append(message.offset)
+                                continue
+                            entry.covered[source] = position + 1
+                            outcomes[joined.model_id][0].append(joined)
+                            outcomes[joined.model_id][1].append(message.offset)
+                        continue
+                    try:
+                        prediction = decode_prediction(message.value, config.limits)
+                    except InvalidEvent as error:
+                        await dead_letter(message, error)
+                        continue
+                    entry = model_entry(prediction.model_id, message.partition)
+                    source = str(message.partition)
+                    if message.offset < entry.covered.get(source, 0):
+                        replayed.append(message.offset)  # already in the state: a replay after a restart
+                        continue
+                    entry.covered[source] = message.offset + 1
+                    predictions[prediction.model_id][0].append(prediction)
+                    predictions[prediction.model_id][1].append(message.offset)
+                    to_join[partition_for(prediction.prediction_id, partitions)].append(prediction_item(prediction))
+                    event_time[0] = max(event_time[0], prediction.timestamp.timestamp())
+                skipped("messages", replayed)
+
+                for partition, items in to_join.items():
+                    await join_input.send(partition=partition, value=encode_join_input("p", items))
+                changed = []
+                for model_id in predictions.keys() | outcomes.keys():
+                    entry = models[model_id]
+                    model_predictions, prediction_offsets = predictions.get(model_id, ([], []))
+                    model_outcomes, outcome_offsets = outcomes.get(model_id, ([], []))
+                    try:
+                        raised = entry.state.observe(
+                            model_predictions, prediction_offsets, model_outcomes, outcome_offsets
+                        )
+                    except Exception:  # a bug in the core must not stop the other models
+                        stats.model_errors += 1
+                        log.exception("model %s failed on a batch; it resumes from its last saved state", model_id)
+                        del models[model_id]
+                        continue
+                    for kind, handled in (("prediction", model_predictions), ("outcome", model_outcomes)):
+                        if handled:  # no series before the first: a 0 would read as "outcomes stopped"
+                            metrics.events.labels(model=model_id, type=kind).inc(len(handled))
+                    await publish(model_id, raised)
+                    changed.append(model_id)
+                await app.producer.flush()
+                for model_id in changed:
+                    save(model_states, model_id, models[model_id])
+                await app.producer.flush()  # the states, before faust may commit the batch's offsets
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
@@ -351,42 +316,38 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             for partition, items in to_join.items():
                 await join_input.send(partition=partition, value=encode_join_input("o", items))
 
-    async def join_batch(events: list[Any], touched: set[str]) -> None:
-        """One batch of `join_outcomes`; `touched` collects the join partitions it changed."""
-        joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
-        replayed: list[int] = []
-        for event in events:
-            message = event.message
-            positions[message.topic, message.partition] = message.offset + 1
-            entry = join_entry(message.partition)
-            if message.offset < entry.covered.get("input", 0):
-                replayed.append(message.offset)
-                continue
-            entry.covered["input"] = message.offset + 1
-            touched.add(str(message.partition))
-            kind, items = decode_join_input(message.value)
-            store: JoinStore = entry.state
-            add = store.add_prediction_fields if kind == "p" else store.add_outcome_fields
-            for index, item in enumerate(items):
-                result = add(*item)
-                if result is not None:
-                    position = join_position(message.offset, index)
-                    joined[partition_for(result.model_id, partitions)].append((message.partition, position, result))
-        skipped("join inputs", replayed)
-        for partition, records in joined.items():
-            await joined_topic.send(partition=partition, value=encode_joined(records))
-        await app.producer.flush()
-        for key in touched:
-            save(join_states, key, joins[key])
-        await app.producer.flush()  # the stores, before faust may commit the batch's offsets
-
     @app.agent(join_input)
     async def join_outcomes(stream: Any) -> None:
         """Prediction and outcome items -> the partition's join store -> joined records, on the
         `joined` partition of their model."""
         async for events in stream.take_events(JOIN_BATCH_MESSAGES, within=BATCH_SECONDS):
-            with rolled_back(joins) as touched:
-                await join_batch(events, touched)
+            joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
+            touched: dict[str, _Entry] = {}
+            replayed: list[int] = []
+            for event in events:
+                message = event.message
+                positions[message.topic, message.partition] = message.offset + 1
+                entry = join_entry(message.partition)
+                if message.offset < entry.covered.get("input", 0):
+                    replayed.append(message.offset)
+                    continue
+                entry.covered["input"] = message.offset + 1
+                touched[str(message.partition)] = entry
+                kind, items = decode_join_input(message.value)
+                store: JoinStore = entry.state
+                add = store.add_prediction_fields if kind == "p" else store.add_outcome_fields
+                for index, item in enumerate(items):
+                    result = add(*item)
+                    if result is not None:
+                        position = join_position(message.offset, index)
+                        joined[partition_for(result.model_id, partitions)].append((message.partition, position, result))
+            skipped("join inputs", replayed)
+            for partition, records in joined.items():
+                await joined_topic.send(partition=partition, value=encode_joined(records))
+            await app.producer.flush()
+            for key, entry in touched.items():
+                save(join_states, key, entry)
+            await app.producer.flush()  # the stores, before faust may commit the batch's offsets
 
     # -- timer -------------------------------------------------------------------------------------
 
