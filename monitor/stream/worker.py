@@ -192,15 +192,32 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             entry = joins[key] = _Entry(store, covered, record, partition)
         return entry
 
-    def save(table: faust.Table, key: str, entry: _Entry) -> None:
-        """Write an entry's state and covered positions; call after flushing what it sent."""
-        record = encode_state(entry.state.to_state(), entry.covered)
-        if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
-            log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
-            return
-        table.data[key] = record
-        table.send_changelog(entry.partition, key, record)  # explicit: the input partition of the state
-        entry.record = record
+    async def save(table: faust.Table, entries: dict[str, _Entry]) -> None:
+        """Write each entry's state and covered positions to `table` and its changelog, and wait
+        until the broker has acknowledged every record; call after flushing what the entries sent.
+
+        Not `Table.send_changelog`: it queues in faust's producer buffer, whose flush returns
+        once no message has left the buffer for 0.1 s (`ProducerBuffer.flush_atmost`), so under
+        load a state could still be queued when faust commits the offsets it covers, and a
+        SIGKILL then lost those events (the soak in tests/production/test_reliability.py)."""
+        sent = []
+        for key, entry in entries.items():
+            record = encode_state(entry.state.to_state(), entry.covered)
+            if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
+                log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
+                continue
+            table.data[key] = record
+            entry.record = record
+            sent.append(
+                await table.changelog_topic.send(
+                    key=key,
+                    value=record,
+                    partition=entry.partition,  # explicit: the input partition of the state
+                    key_serializer=table.key_serializer,
+                    value_serializer=table.value_serializer,
+                )
+            )
+        await asyncio.gather(*sent)
 
     async def dead_letter(message: Any, error: InvalidEvent) -> None:
         letter = DeadLetter.of(
@@ -295,9 +312,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                     await publish(model_id, raised)
                     changed.append(model_id)
                 await app.producer.flush()
-                for model_id in changed:
-                    save(model_states, model_id, models[model_id])
-                await app.producer.flush()  # the states, before faust may commit the batch's offsets
+                await save(model_states, {model_id: models[model_id] for model_id in changed})
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
@@ -345,39 +360,44 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             for partition, records in joined.items():
                 await joined_topic.send(partition=partition, value=encode_joined(records))
             await app.producer.flush()
-            for key, entry in touched.items():
-                save(join_states, key, entry)
-            await app.producer.flush()  # the stores, before faust may commit the batch's offsets
+            await save(join_states, touched)
 
     # -- timer -------------------------------------------------------------------------------------
 
     @app.timer(TIMER_SECONDS)
     async def close_quiet_windows() -> None:
         """Event time moves on for quiet models too: close their time windows, flush what the
-        evaluators buffer, refresh the metrics."""
+        evaluators buffer, refresh the metrics.
+
+        Not while faust rebalances: it then re-reads the tables from their changelogs, and a
+        model's record may be an older one for a moment; a state built from it and saved would
+        become the newest record, behind the input offsets already committed. The entries are
+        resolved before the first `await` for the same reason."""
+        if app.rebalancing:
+            return
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.topics.predictions}
         async with lock:
-            for model_id in list(model_states.keys()):  # restored from the changelog, no event since
-                partition = partition_for(model_id, partitions)
-                if model_id not in models and partition in assigned:
-                    model_entry(model_id, partition)
-            changed = []
-            for model_id, entry in list(models.items()):
-                if entry.partition not in assigned:  # moved to another worker in a rebalance
-                    del models[model_id]
-                    metrics.forget_model(model_id)
+            raised: dict[str, list[RaisedAlert]] = {}
+            for model_id in model_states.keys() | models.keys():  # with those restored, no event since
+                known = models.get(model_id)
+                partition = known.partition if known else partition_for(model_id, partitions)
+                if partition not in assigned:  # moved to another worker in a rebalance
+                    if known:
+                        del models[model_id]
+                        metrics.forget_model(model_id)
                     continue
-                raised = entry.state.flush()
+                entry = model_entry(model_id, partition)  # the table's record if it is newer
+                found = entry.state.flush()
                 if event_time[0] > -float("inf"):
-                    raised += entry.state.advance_to(datetime.fromtimestamp(event_time[0], UTC))
-                if raised:
-                    await publish(model_id, raised)
-                    changed.append(model_id)
+                    found += entry.state.advance_to(datetime.fromtimestamp(event_time[0], UTC))
+                if found:
+                    raised[model_id] = found
                 metrics.observe_model(model_id, entry.state)
-            if changed:
+            for model_id, found in raised.items():
+                await publish(model_id, found)
+            if raised:
                 await app.producer.flush()
-                for model_id in changed:
-                    save(model_states, model_id, models[model_id])
+                await save(model_states, {model_id: models[model_id] for model_id in raised})
         metrics.observe_joins([entry.state for entry in joins.values()])
         inputs = {kafka.topics.predictions, kafka.topics.outcomes, internal.join_input, internal.joined}
         ends = {(tp.topic, tp.partition): app.consumer.highwater(tp) for tp in app.consumer.assignment()}
