@@ -13,7 +13,6 @@ and a small warm-up; its other settings are the defaults.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import time
 import urllib.request
@@ -22,8 +21,9 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
-from oncall_support import ROOT, binary, http_json, running_prometheus, wait_until
+from oncall_support import binary, http_json, running_prometheus, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+from worker_support import log_tail, metrics_port, start_worker, stop_worker
 
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert, AlertKind, AlertStatus
@@ -33,17 +33,6 @@ from monitor.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.broker
 
-
-def _worker_support():
-    """tests/stream/worker_support.py (how the stream tests run `driftline worker` as a process),
-    loaded by path: tests/stream is not on sys.path when only the on-call tests run."""
-    spec = importlib.util.spec_from_file_location("worker_support", ROOT / "tests" / "stream" / "worker_support.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WORKER = _worker_support()
 
 MODEL = "fraud-scorer"
 FEATURE = "amount"
@@ -124,16 +113,16 @@ def test_worker_alert_reaches_the_webhook_through_prometheus_and_alertmanager_th
         kafka_config.topics.alerts,
         **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=200),
     )
-    worker = WORKER.start_worker(tmp_path, kafka_config, SETTINGS)  # metrics.port 0: the worker logs its pick
+    worker = start_worker(tmp_path, kafka_config, SETTINGS)  # metrics.port 0: the worker logs its pick
     worker_log = tmp_path / "worker.log"
     alerts: list[Alert] = []
 
     def diagnosis() -> str:
         delivered = [(path, [a["labels"].get("alertname") for a in body["alerts"]]) for path, body in webhook.received]
-        return f"\nwebhook got: {delivered}\nworker log:\n{WORKER.log_tail(worker_log)}"
+        return f"\nwebhook got: {delivered}\nworker log:\n{log_tail(worker_log)}"
 
     try:
-        port = WORKER.metrics_port(worker_log)
+        port = metrics_port(worker_log)
         with running_prometheus(tmp_path, f"127.0.0.1:{port}", alertmanager.url) as prometheus:
             # -- drift: the worker fires, Prometheus turns driftline_alert_active into an alert,
             # Alertmanager routes it (warning -> team) to the webhook
@@ -232,4 +221,4 @@ def test_worker_alert_reaches_the_webhook_through_prometheus_and_alertmanager_th
         print(f"fired after {fired_after:.1f} s, resolved after {resolved_after:.1f} s (from worker start)")
     finally:
         alerts_consumer.close()
-        WORKER.stop_worker(worker)
+        stop_worker(worker)

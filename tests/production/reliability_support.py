@@ -11,45 +11,28 @@ a million events publish in seconds instead of minutes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
+from worker_support import log_tail, start_worker, stop_worker
 
 from monitor.contracts.config import KafkaConfig
+from monitor.evaluation.join import COUNTERS as JOIN_COUNTERS
 from monitor.stream.kafka_settings import consumer_settings, producer_settings
-from monitor.stream.records import decode_state, partition_for
-from monitor.stream.worker import MODEL_STATE_TABLE
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _worker_support():
-    """tests/stream/worker_support.py (how the stream tests run `driftline worker` as a process),
-    loaded by path: tests/stream is not on sys.path when only these tests run."""
-    spec = importlib.util.spec_from_file_location("worker_support", ROOT / "tests" / "stream" / "worker_support.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_WORKER = _worker_support()
-start_worker, stop_worker, metrics_port, log_tail = (
-    _WORKER.start_worker,
-    _WORKER.stop_worker,
-    _WORKER.metrics_port,
-    _WORKER.log_tail,
-)
+from monitor.stream.records import decode_join_input, decode_state, partition_for
+from monitor.stream.worker import JOIN_STATE_TABLE, MODEL_STATE_TABLE
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 LABEL_DELAY = timedelta(minutes=1)
@@ -292,6 +275,62 @@ class ChangelogCounts:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def join_summary(kafka: KafkaConfig) -> list[str]:
+    """Where outcomes that never reached a model went: per join partition, the join store's
+    nonzero counters per model, its pending predictions and held early outcomes (the last
+    record of each join-state changelog partition), and the distinct prediction and outcome
+    ids the join-input topic holds, per model and in all."""
+
+    def read(topic: str) -> list[Any]:
+        consumer = KafkaConsumer(
+            topic,
+            **consumer_settings(
+                kafka,
+                group_id=None,
+                auto_offset_reset="earliest",
+                consumer_timeout_ms=3000,
+                fetch_max_bytes=64 << 20,
+                max_partition_fetch_bytes=64 << 20,
+            ),
+        )
+        try:
+            return list(consumer)
+        finally:
+            consumer.close()
+
+    latest = {record.key: record.value for record in read(f"{kafka.consumer_group}-{JOIN_STATE_TABLE}-changelog")}
+    lines = []
+    for key, raw in sorted(latest.items()):
+        state, covered = decode_state(raw)
+        pending = Counter(state["keys"][k][0] for k in state["pending"]["key"])
+        lines.append(f"join {key.decode()} covers {covered}, holds {len(state['early'])} early outcomes")
+        for model, counts in zip(state["models"], state["counters"], strict=True):
+            nonzero = {name: n for name, n in zip(JOIN_COUNTERS, counts, strict=True) if n}
+            lines.append(f"  {model}: {nonzero}, pending {pending[model]}")
+    predictions: dict[str, set[str]] = {}
+    outcomes: set[str] = set()
+    for record in read(f"{kafka.consumer_group}-join-input"):
+        kind, items = decode_join_input(record.value)
+        for item in items:
+            if kind == "p":
+                predictions.setdefault(item[1], set()).add(item[0])
+            else:
+                outcomes.add(item[0])
+    for model, ids in sorted(predictions.items()):
+        lines.append(f"join-input: {model} {len(ids)} distinct predictions, {len(ids & outcomes)} with outcomes")
+    joined = set()
+    for record in read(f"{kafka.consumer_group}-joined"):
+        joined.update(item[2]["prediction_id"] for item in msgpack.unpackb(record.value))
+    lost = (set().union(*predictions.values()) & outcomes) - joined
+    where: dict[tuple[int, str], list[int]] = {}
+    for record in read(f"{kafka.consumer_group}-join-input"):
+        kind, items = decode_join_input(record.value)
+        if any(item[0] in lost for item in items):
+            where.setdefault((record.partition, kind), []).append(record.offset)
+    lines.append(f"never joined: {len(lost)} ids, in join-input messages {sorted(where.items())}")
+    return lines
 
 
 @dataclass

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import msgpack
 import pytest
-import yaml
 from hostile_messages import HOSTILE_KINDS, Hostile, hostile_messages, valid_predictions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
+from worker_support import start_worker, stop_worker
 
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterReason
@@ -135,39 +133,14 @@ def _model_events(record_value: bytes) -> int:
     return state["drift"]["events"]
 
 
-def _start_worker(tmp_path: Path, kafka_config: KafkaConfig) -> subprocess.Popen:
-    """`run_worker` in its own process, as in production (same as tests/stream/test_worker.py),
-    with a short warm-up so the detectors run on the awkward valid events too."""
-    config = {
-        "reference": {"warmup_events": 200},
-        "window": {"size_events": 100, "min_events": 50},
-        "metrics": {"port": 0},  # a free port: tests run side by side
-        "kafka": kafka_config.model_dump(mode="json", exclude_none=True),
-    }
-    path = tmp_path / "driftline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    code = (
-        "from monitor.contracts.config import load_config; from monitor.stream.worker import run_worker;"
-        f"run_worker(load_config({str(path)!r}))"
-    )
-    log = (tmp_path / "worker.log").open("wb")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        worker.terminate()
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=5)
+WORKER_SETTINGS = {"reference": {"warmup_events": 200}, "window": {"size_events": 100, "min_events": 50}}
+"""A short warm-up, so the detectors run on the awkward valid events too."""
 
 
 def _run_hostile_stream(tmp_path: Path, kafka_config: KafkaConfig, hostile_count: int, timeout: float) -> None:
     stream = _draw(hostile_count, "valid")
     ensure_topics(kafka_config)
-    worker = _start_worker(tmp_path, kafka_config)
+    worker = start_worker(tmp_path, kafka_config, WORKER_SETTINGS)
     letters_consumer = KafkaConsumer(
         kafka_config.topics.dead_letter,
         **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=300),
@@ -228,7 +201,7 @@ def _run_hostile_stream(tmp_path: Path, kafka_config: KafkaConfig, hostile_count
     finally:
         letters_consumer.close()
         changelog.close()
-        _stop(worker)
+        stop_worker(worker)
 
 
 @pytest.mark.broker
