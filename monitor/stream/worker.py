@@ -20,11 +20,9 @@ way:
   input position the state already includes: a message below it (a replay after a crash under
   at-least-once) is skipped, not counted twice. The join reads a single topic, so a replay joins
   the same items at the same positions (`records.join_position`) and the model agent skips the
-  joins it has counted. Each batch writes, in this order and each acknowledged by the broker
-  before the next: what it sends downstream, the states that cover it, then the position where
-  each of its input partitions resumes (table `input-positions`). A restarted worker resumes
-  there (`PositionedConsumer`), not at the offsets faust committed, so a crash can only replay,
-  never lose.
+  joins it has counted. Records sent downstream are flushed before the state that covers them is
+  written, and the state before faust may commit the input offsets (it acks a batch when the
+  agent asks for the next), so a crash can only replay, never lose.
 - A timer closes time windows on the stream's event time when a model goes quiet, flushes the
   evaluators and refreshes the Prometheus metrics.
 
@@ -36,16 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka import TopicPartition
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from monitor.contracts.config import MonitorConfig
@@ -76,10 +70,6 @@ MODEL_STATE_TABLE = "model-state"
 """Table model_id -> monitor state; changelog `<consumer_group>-model-state-changelog`."""
 JOIN_STATE_TABLE = "join-state"
 """Table join partition -> join store; changelog `<consumer_group>-join-state-changelog`."""
-POSITIONS_TABLE = "input-positions"
-"""Table `<topic>:<partition>` -> the next offset of that input partition whose effects are all
-saved (b"1234"); changelog `<consumer_group>-input-positions-changelog`. A worker resumes its
-inputs there (`PositionedConsumer`), not at faust's committed offsets."""
 BATCH_EVENTS = 500
 """At most this many messages per batch of `monitor_models` (one state write per model per batch)."""
 BATCH_SECONDS = 0.5
@@ -87,9 +77,6 @@ BATCH_SECONDS = 0.5
 JOIN_BATCH_MESSAGES = 50
 """join-input messages per join batch (each holds up to a whole input batch of items): the join
 writes its partition's store once per batch, so its batches are large."""
-RESYNC_SECONDS = 10.0
-"""How long a resuming partition waits for its resume offset before taking it as missing from
-the log (`in_sequence`)."""
 TIMER_SECONDS = 2.0
 """How often the timer closes quiet windows, flushes evaluators and refreshes metrics."""
 RECOVERY_BUFFER_RECORDS = 8
@@ -100,62 +87,6 @@ STATE_MAX_BYTES = 32 * 1024 * 1024
 """Largest state record (msgpack) the worker writes: 25 features at the default warm-up of
 5,000 events take about 2 MB; a join partition holds about 60 bytes per pending prediction.
 The limit leaves room and caps the damage; producer and changelog topics are set to it."""
-
-
-class PositionedConsumer(AIOKafkaConsumer):
-    """faust's Kafka consumer, resuming each input partition where Driftline saved its position
-    (`POSITIONS_TABLE`, recovered before faust resumes the streams) instead of at the committed
-    offset.
-
-    The committed offset cannot be trusted for exactly-once counting: faust commits what its
-    streams acknowledged, and under CPU contention a worker restarted after SIGKILL resumed a
-    partition up to 1,000 messages past the states that covered it (the soak in
-    tests/production/test_reliability.py). The saved position is written only after everything
-    a batch changed is acknowledged by the broker; what lies between it and the states (saved
-    first) is skipped as a replay.
-
-    faust resumes a partition's stream (`resume_partitions`) before it seeks it
-    (`seek_to_committed`), so records fetched from the committed offset can come first. The
-    resume offsets are therefore published to `app.resume_at` (and the partitions to
-    `app.resuming`) before the streams resume, and the agents drop what comes out of sequence
-    and seek again (`in_sequence` in `build_app`). Seeks go through faust's consumer thread
-    (`seek_wait`): aiokafka is not thread-safe."""
-
-    def _saved(self, partitions: Iterable[Any]) -> dict[tuple[str, int], int]:
-        data = self.app.tables[POSITIONS_TABLE].data
-        keys = {(tp.topic, tp.partition): f"{tp.topic}:{tp.partition}" for tp in partitions}
-        return {tp: int(data[key]) for tp, key in keys.items() if key in data}
-
-    def resume_partitions(self, tps: Iterable[Any]) -> None:
-        tps = list(tps)
-        saved = self._saved(tps)
-        self.app.resume_at.clear()
-        self.app.resume_at.update(saved)
-        self.app.resuming = dict.fromkeys(saved)
-        super().resume_partitions(tps)
-
-    async def seek_to_committed(self) -> dict[Any, int]:
-        thread = self._thread
-        consumer = thread._ensure_consumer()
-        assigned = consumer.assignment()
-        saved = {
-            tp: offset for tp in assigned if (offset := self.app.resume_at.get((tp.topic, tp.partition))) is not None
-        }
-        others = assigned - saved.keys()
-        offsets = dict(await thread.call_thread(consumer.seek_to_committed, *others)) if others else {}
-        for tp, position in saved.items():
-            committed = await thread.call_thread(consumer.committed, tp)
-            log.log(
-                logging.WARNING if committed is not None and position < committed else logging.INFO,
-                "%s[%d] resumes at its saved offset %d (committed: %s)",
-                tp.topic,
-                tp.partition,
-                position,
-                committed,
-            )
-        if saved:
-            await self.seek_wait(saved)
-        return {**offsets, **saved}
 
 
 @dataclass(slots=True)
@@ -178,8 +109,6 @@ class WorkerStats:
     replayed: int = 0
     """Messages or joins skipped because the state already covered them."""
     model_errors: int = 0
-    resought: int = 0
-    """Messages dropped because they came past a gap in their partition (which is then read again)."""
     """Batches a model's core raised on (logged; the model resumes from its last saved state)."""
 
 
@@ -231,16 +160,12 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 
     model_states = state_table(MODEL_STATE_TABLE)
     join_states = state_table(JOIN_STATE_TABLE)
-    input_positions = state_table(POSITIONS_TABLE)
-    app.transport.Consumer = PositionedConsumer
 
     models: dict[str, _Entry] = {}
     joins: dict[str, _Entry] = {}
     lock = asyncio.Lock()  # monitor_models and the timer change the same model monitors
     event_time = [-float("inf")]  # latest prediction event time this worker has seen
     positions: dict[tuple[str, int], int] = {}  # next offset to handle per input partition (lag)
-    app.resume_at = {}  # (topic, partition) -> the next offset an agent must see; set by PositionedConsumer
-    app.resuming = {}  # partitions whose resume offset has not come yet -> when a gap first showed (monotonic)
 
     def model_entry(model_id: str, partition: int) -> _Entry:
         record = model_states.get(model_id)
@@ -267,77 +192,32 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             entry = joins[key] = _Entry(store, covered, record, partition)
         return entry
 
-    async def write(table: faust.Table, records: dict[str, tuple[int, bytes]]) -> None:
-        """Put each record (key -> changelog partition, value) in `table` and its changelog, and
-        wait until the broker has acknowledged every one.
+    async def save(table: faust.Table, entries: dict[str, _Entry]) -> None:
+        """Write each entry's state and covered positions to `table` and its changelog, and wait
+        until the broker has acknowledged every record; call after flushing what the entries sent.
 
         Not `Table.send_changelog`: it queues in faust's producer buffer, whose flush returns
         once no message has left the buffer for 0.1 s (`ProducerBuffer.flush_atmost`), so under
         load a state could still be queued when faust commits the offsets it covers, and a
         SIGKILL then lost those events (the soak in tests/production/test_reliability.py)."""
         sent = []
-        for key, (partition, value) in records.items():
-            table.data[key] = value
-            sent.append(
-                await table.changelog_topic.send(
-                    key=key,
-                    value=value,
-                    partition=partition,
-                    key_serializer=table.key_serializer,
-                    value_serializer=table.value_serializer,
-                )
-            )
-        await asyncio.gather(*sent)
-
-    async def save(table: faust.Table, entries: dict[str, _Entry]) -> None:
-        """Write each entry's state and covered positions (changelog partition: the input
-        partition of the state); call after flushing what the entries sent."""
-        records = {}
         for key, entry in entries.items():
             record = encode_state(entry.state.to_state(), entry.covered)
             if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
                 log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
                 continue
-            records[key] = (entry.partition, record)
+            table.data[key] = record
             entry.record = record
-        await write(table, records)
-
-    async def save_positions(reached: dict[tuple[str, int], int]) -> None:
-        """Where each input partition of a batch resumes; call once the batch's effects are saved."""
-        await write(
-            input_positions,
-            {f"{topic}:{partition}": (partition, b"%d" % offset) for (topic, partition), offset in reached.items()},
-        )
-
-    async def in_sequence(message: Any) -> bool:
-        """Whether an agent handles `message`.
-
-        After a (re)assignment, a partition's first message must be the one it resumes at: faust
-        can take messages then and drop them with an ack (while its flow control is paused, or
-        from an older consumer generation: `Stream._py_aiter`), and a restarted worker lost
-        up to a dozen per partition that way. A message past it is dropped and the partition
-        sought back, until the resume offset comes (what faust had fetched past it comes first).
-        If it does not come within `RESYNC_SECONDS`, it is not in the log (compaction,
-        transaction markers) and the partition goes on. Later gaps are the log's own. A message
-        below the next offset was handled already (delivered again after a seek)."""
-        tp = (message.topic, message.partition)
-        expected = app.resume_at.get(tp)
-        if expected is not None and message.offset < expected:
-            return False
-        if tp in app.resuming and expected is not None and message.offset > expected:
-            stats.resought += 1
-            if app.resuming[tp] is None:
-                app.resuming[tp] = time.monotonic()
-                log.warning(
-                    "%s[%d] resumes at %d but offset %d came first: reading again", *tp, expected, message.offset
+            sent.append(
+                await table.changelog_topic.send(
+                    key=key,
+                    value=record,
+                    partition=entry.partition,  # explicit: the input partition of the state
+                    key_serializer=table.key_serializer,
+                    value_serializer=table.value_serializer,
                 )
-            if time.monotonic() - app.resuming[tp] < RESYNC_SECONDS:
-                await app.consumer.seek_wait({TopicPartition(*tp): expected})
-                return False
-            log.warning("%s[%d]: offsets %d to %d are not in the log; going on", *tp, expected, message.offset - 1)
-        app.resuming.pop(tp, None)
-        app.resume_at[tp] = message.offset + 1
-        return True
+            )
+        await asyncio.gather(*sent)
 
     async def dead_letter(message: Any, error: InvalidEvent) -> None:
         letter = DeadLetter.of(
@@ -379,13 +259,9 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
                 to_join: dict[int, list[list[Any]]] = defaultdict(list)
                 replayed: list[int] = []
-                reached: dict[tuple[str, int], int] = {}
                 for event in events:
                     message = event.message
-                    if not await in_sequence(message):
-                        continue
                     positions[message.topic, message.partition] = message.offset + 1
-                    reached[message.topic, message.partition] = message.offset + 1
                     if message.topic == internal.joined:
                         for join_partition, position, joined in decode_joined(message.value):
                             entry = model_entry(joined.model_id, message.partition)
@@ -437,7 +313,6 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                     changed.append(model_id)
                 await app.producer.flush()
                 await save(model_states, {model_id: models[model_id] for model_id in changed})
-                await save_positions(reached)
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
@@ -445,13 +320,8 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         state: a replay sends duplicates, which the join counts and drops (first outcome wins)."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
             to_join: dict[int, list[list[Any]]] = defaultdict(list)
-            reached: dict[tuple[str, int], int] = {}
             for event in events:
-                message = event.message
-                if not await in_sequence(message):
-                    continue
-                positions[message.topic, message.partition] = message.offset + 1
-                reached[message.topic, message.partition] = message.offset + 1
+                positions[event.message.topic, event.message.partition] = event.message.offset + 1
                 try:
                     outcome = decode_outcome(event.message.value, config.limits)
                 except InvalidEvent as error:
@@ -460,8 +330,6 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 to_join[partition_for(outcome.prediction_id, partitions)].append(outcome_item(outcome))
             for partition, items in to_join.items():
                 await join_input.send(partition=partition, value=encode_join_input("o", items))
-            await app.producer.flush()
-            await save_positions(reached)
 
     @app.agent(join_input)
     async def join_outcomes(stream: Any) -> None:
@@ -471,13 +339,9 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
             touched: dict[str, _Entry] = {}
             replayed: list[int] = []
-            reached: dict[tuple[str, int], int] = {}
             for event in events:
                 message = event.message
-                if not await in_sequence(message):
-                    continue
                 positions[message.topic, message.partition] = message.offset + 1
-                reached[message.topic, message.partition] = message.offset + 1
                 entry = join_entry(message.partition)
                 if message.offset < entry.covered.get("input", 0):
                     replayed.append(message.offset)
@@ -497,7 +361,6 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 await joined_topic.send(partition=partition, value=encode_joined(records))
             await app.producer.flush()
             await save(join_states, touched)
-            await save_positions(reached)
 
     # -- timer -------------------------------------------------------------------------------------
 

