@@ -309,10 +309,10 @@ def join_summary(kafka: KafkaConfig) -> list[str]:
         for model, counts in zip(state["models"], state["counters"], strict=True):
             nonzero = {name: n for name, n in zip(JOIN_COUNTERS, counts, strict=True) if n}
             lines.append(f"  {model}: {nonzero}, pending {pending[model]}")
+    join_input = [(record, *decode_join_input(record.value)) for record in read(f"{kafka.consumer_group}-join-input")]
     predictions: dict[str, set[str]] = {}
     outcomes: set[str] = set()
-    for record in read(f"{kafka.consumer_group}-join-input"):
-        kind, items = decode_join_input(record.value)
+    for _, kind, items in join_input:
         for item in items:
             if kind == "p":
                 predictions.setdefault(item[1], set()).add(item[0])
@@ -325,8 +325,7 @@ def join_summary(kafka: KafkaConfig) -> list[str]:
         joined.update(item[2]["prediction_id"] for item in msgpack.unpackb(record.value))
     lost = (set().union(*predictions.values()) & outcomes) - joined
     where: dict[tuple[int, str], list[int]] = {}
-    for record in read(f"{kafka.consumer_group}-join-input"):
-        kind, items = decode_join_input(record.value)
+    for record, kind, items in join_input:
         if any(item[0] in lost for item in items):
             where.setdefault((record.partition, kind), []).append(record.offset)
     lines.append(f"never joined: {len(lost)} ids, in join-input messages {sorted(where.items())}")

@@ -89,11 +89,14 @@ def test_sigkilled_worker_counts_every_prediction_and_outcome_exactly_once(tmp_p
         expected = stream.expected()
         found = {m: (c.predictions, c.outcomes) for m, c in sorted(counts.models.items())}
         highest = {m: (c.max_predictions, c.max_outcomes) for m, c in sorted(counts.models.items())}
-        context = _context(result, stream, counts.uncounted_steps(kafka_config), join_summary(kafka_config))
-        assert found == {m: (n, n) for m, n in sorted(expected.items())}, f"counted {found}\n{context}"
-        assert highest == found, f"a record counted more than the stream holds: {highest}\n{context}"
+
+        def context() -> str:  # read back from the topics only when an assertion fails
+            return _context(result, stream, counts.uncounted_steps(kafka_config), join_summary(kafka_config))
+
+        assert found == {m: (n, n) for m, n in sorted(expected.items())}, f"counted {found}\n{context()}"
+        assert highest == found, f"a record counted more than the stream holds: {highest}\n{context()}"
         assert size.kills is None or len(result.kills) == size.kills
-        assert len(result.kills) >= 3, context
+        assert len(result.kills) >= 3, context()
     finally:
         counts.close()
 
