@@ -4,9 +4,13 @@ Every topic gets `kafka.partitions` partitions and `kafka.replication_factor` re
 that exists already is left alone (Kafka cannot shrink partitions, and the embedded broker
 cannot add them), but `predictions` and `outcomes` must keep the same partition count: the
 join co-partitions them by `prediction_id`, so a difference is an error, not a warning.
-The worker's own stages (`internal_topics`: the join input and the joined outcomes) are created
-here too, with the same partition count as the inputs they are co-partitioned with; faust
-creates the changelog topics of its tables with the same settings (`kafka_settings.faust_settings`).
+The worker's own stages (`internal_topics`: the join input and the joined outcomes) and the
+compacted changelogs of its tables are created here too, with the same partition count as the
+inputs they are co-partitioned with. (faust would create the changelogs when the worker starts;
+creating them here also lets an operator recreate every topic after the embedded broker lost
+them: a running worker that writes a state before the changelog exists again makes the broker
+create it from the produce request, and that record cannot be fetched, so the next worker hangs
+in recovery; BROKER.md.)
 """
 
 from __future__ import annotations
@@ -27,6 +31,21 @@ class TopicError(RuntimeError):
     """A topic could not be created or has a layout Driftline cannot work with."""
 
 
+MODEL_STATE_TABLE = "model-state"
+"""Table model_id -> monitor state."""
+JOIN_STATE_TABLE = "join-state"
+"""Table join partition -> join store."""
+POSITIONS_TABLE = "input-positions"
+"""Table `<topic>:<partition>` -> the next offset of that input partition whose effects are all
+saved (b"1234"; `monitor.stream.positions`)."""
+STATE_TABLES = (MODEL_STATE_TABLE, JOIN_STATE_TABLE, POSITIONS_TABLE)
+"""The worker's tables; each is backed by the compacted changelog `changelog_topic(config, table)`."""
+STATE_MAX_BYTES = 32 * 1024 * 1024
+"""Largest state record (msgpack) the worker writes: 25 features at the default warm-up of
+5,000 events take about 2 MB; a join partition holds about 60 bytes per pending prediction.
+The limit leaves room and caps the damage; producer and changelog topics are set to it."""
+
+
 class InternalTopics(NamedTuple):
     join_input: str
     """Prediction and outcome items keyed by `prediction_id` (partitioned like `outcomes`)."""
@@ -44,9 +63,20 @@ def internal_topics(config: KafkaConfig) -> InternalTopics:
     return InternalTopics(join_input=f"{group}-join-input", joined=f"{group}-joined")
 
 
+def changelog_topic(config: KafkaConfig, table: str) -> str:
+    """The changelog of one of the worker's `STATE_TABLES`, named as faust names it.
+
+    >>> changelog_topic(KafkaConfig(consumer_group="driftline"), MODEL_STATE_TABLE)
+    'driftline-model-state-changelog'
+    """
+    return f"{config.consumer_group}-{table}-changelog"
+
+
 def topic_names(config: KafkaConfig) -> list[str]:
-    """The topics Driftline reads and writes: `TopicsConfig` in order, then the internal ones."""
-    return [*config.topics.model_dump().values(), *internal_topics(config)]
+    """The topics Driftline reads and writes: `TopicsConfig` in order, the internal ones, then
+    the changelogs."""
+    changelogs = [changelog_topic(config, table) for table in STATE_TABLES]
+    return [*config.topics.model_dump().values(), *internal_topics(config), *changelogs]
 
 
 def ensure_topics(config: KafkaConfig, *, timeout_ms: int = 10_000) -> dict[str, int]:
@@ -57,9 +87,15 @@ def ensure_topics(config: KafkaConfig, *, timeout_ms: int = 10_000) -> dict[str,
     names = topic_names(config)
     admin = KafkaAdminClient(**admin_settings(config, client_id="driftline-topics", request_timeout_ms=timeout_ms))
     try:
+        changelogs = {changelog_topic(config, table) for table in STATE_TABLES}
+        changelog_configs = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)}
         response = admin.create_topics(
             {
-                name: {"num_partitions": config.partitions, "replication_factor": config.replication_factor}
+                name: {
+                    "num_partitions": config.partitions,
+                    "replication_factor": config.replication_factor,
+                    "configs": changelog_configs if name in changelogs else {},
+                }
                 for name in names
             },
             timeout_ms=timeout_ms,

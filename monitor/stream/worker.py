@@ -20,9 +20,12 @@ way:
   input position the state already includes: a message below it (a replay after a crash under
   at-least-once) is skipped, not counted twice. The join reads a single topic, so a replay joins
   the same items at the same positions (`records.join_position`) and the model agent skips the
-  joins it has counted. Records sent downstream are flushed before the state that covers them is
-  written, and the state before faust may commit the input offsets (it acks a batch when the
-  agent asks for the next), so a crash can only replay, never lose.
+  joins it has counted. Each batch writes, in this order and each acknowledged by the broker
+  before the next: what it sends downstream, the states that cover it, then the position where
+  each of its input partitions resumes (table `input-positions`). A restarted worker resumes
+  there, not at the offsets faust committed, and the agents take each partition's messages in
+  sequence, seeking back over any faust dropped (`monitor.stream.positions`), so a crash can
+  only replay, never lose.
 - A timer closes time windows on the stream's event time when a model goes quiet, flushes the
   evaluators and refreshes the Prometheus metrics.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +54,7 @@ from monitor.evaluation.join import JoinedOutcome, JoinStore
 from monitor.monitoring.fleet import ModelMonitor, RaisedAlert
 from monitor.observability.metrics import DriftlineMetrics
 from monitor.stream.kafka_settings import faust_settings
+from monitor.stream.positions import InputSequence, PositionedConsumer, Verdict, position_records
 from monitor.stream.records import (
     decode_join_input,
     decode_joined,
@@ -62,14 +67,17 @@ from monitor.stream.records import (
     partition_for,
     prediction_item,
 )
-from monitor.stream.topics import ensure_topics, internal_topics
+from monitor.stream.topics import (
+    JOIN_STATE_TABLE,
+    MODEL_STATE_TABLE,
+    POSITIONS_TABLE,
+    STATE_MAX_BYTES,
+    ensure_topics,
+    internal_topics,
+)
 
 log = logging.getLogger(__name__)
 
-MODEL_STATE_TABLE = "model-state"
-"""Table model_id -> monitor state; changelog `<consumer_group>-model-state-changelog`."""
-JOIN_STATE_TABLE = "join-state"
-"""Table join partition -> join store; changelog `<consumer_group>-join-state-changelog`."""
 BATCH_EVENTS = 500
 """At most this many messages per batch of `monitor_models` (one state write per model per batch)."""
 BATCH_SECONDS = 0.5
@@ -83,10 +91,6 @@ RECOVERY_BUFFER_RECORDS = 8
 """Changelog records faust holds before applying them to a table, in recovery and on standby
 replicas (its default, 1,000, is sized for small values: with state records of 0.2-10 MB a
 standby worker held gigabytes; `bench/kafka_load.py`)."""
-STATE_MAX_BYTES = 32 * 1024 * 1024
-"""Largest state record (msgpack) the worker writes: 25 features at the default warm-up of
-5,000 events take about 2 MB; a join partition holds about 60 bytes per pending prediction.
-The limit leaves room and caps the damage; producer and changelog topics are set to it."""
 
 
 @dataclass(slots=True)
@@ -110,6 +114,9 @@ class WorkerStats:
     """Messages or joins skipped because the state already covered them."""
     model_errors: int = 0
     """Batches a model's core raised on (logged; the model resumes from its last saved state)."""
+    reseeks: int = 0
+    """Times an input partition was sought back to a message faust had not delivered
+    (`monitor.stream.positions`)."""
 
 
 def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) -> faust.App:
@@ -160,12 +167,15 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 
     model_states = state_table(MODEL_STATE_TABLE)
     join_states = state_table(JOIN_STATE_TABLE)
+    input_positions = state_table(POSITIONS_TABLE)
+    app.transport.Consumer = PositionedConsumer
+    sequence = app.input_sequence = InputSequence()  # next offset per input partition; resumed by PositionedConsumer
+    app.input_topics = {kafka.topics.predictions, kafka.topics.outcomes, internal.join_input, internal.joined}
 
     models: dict[str, _Entry] = {}
     joins: dict[str, _Entry] = {}
     lock = asyncio.Lock()  # monitor_models and the timer change the same model monitors
     event_time = [-float("inf")]  # latest prediction event time this worker has seen
-    positions: dict[tuple[str, int], int] = {}  # next offset to handle per input partition (lag)
 
     def model_entry(model_id: str, partition: int) -> _Entry:
         record = model_states.get(model_id)
@@ -192,32 +202,54 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             entry = joins[key] = _Entry(store, covered, record, partition)
         return entry
 
-    async def save(table: faust.Table, entries: dict[str, _Entry]) -> None:
-        """Write each entry's state and covered positions to `table` and its changelog, and wait
-        until the broker has acknowledged every record; call after flushing what the entries sent.
+    async def write(table: faust.Table, records: dict[str, tuple[int, bytes]]) -> None:
+        """Put each record (key -> changelog partition, value) in `table` and its changelog, and
+        wait until the broker has acknowledged every one.
 
         Not `Table.send_changelog`: it queues in faust's producer buffer, whose flush returns
         once no message has left the buffer for 0.1 s (`ProducerBuffer.flush_atmost`), so under
         load a state could still be queued when faust commits the offsets it covers, and a
         SIGKILL then lost those events (the soak in tests/production/test_reliability.py)."""
         sent = []
-        for key, entry in entries.items():
-            record = encode_state(entry.state.to_state(), entry.covered)
-            if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
-                log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
-                continue
-            table.data[key] = record
-            entry.record = record
+        for key, (partition, value) in records.items():
+            table.data[key] = value
             sent.append(
                 await table.changelog_topic.send(
                     key=key,
-                    value=record,
-                    partition=entry.partition,  # explicit: the input partition of the state
+                    value=value,
+                    partition=partition,
                     key_serializer=table.key_serializer,
                     value_serializer=table.value_serializer,
                 )
             )
         await asyncio.gather(*sent)
+
+    async def save(table: faust.Table, entries: dict[str, _Entry]) -> None:
+        """Write each entry's state and covered positions (changelog partition: the input
+        partition of the state); call after flushing what the entries sent."""
+        records = {}
+        for key, entry in entries.items():
+            record = encode_state(entry.state.to_state(), entry.covered)
+            if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
+                log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
+                continue
+            records[key] = (entry.partition, record)
+            entry.record = record
+        await write(table, records)
+
+    async def save_positions(reached: dict[tuple[str, int], int]) -> None:
+        """Where each input partition of a batch resumes; call once the batch's effects are saved."""
+        await write(input_positions, position_records(reached))
+
+    async def in_sequence(message: Any) -> bool:
+        """Whether an agent handles `message`: the next one of its partition (`InputSequence`).
+        A message past a gap faust left is dropped and the partition sought back."""
+        partition = (message.topic, message.partition)
+        verdict = sequence.admit(partition, message.offset, time.monotonic())
+        if verdict is Verdict.SEEK:
+            stats.reseeks += 1
+            await app.consumer.seek_back(partition, sequence.next[partition])
+        return verdict is Verdict.TAKE
 
     async def dead_letter(message: Any, error: InvalidEvent) -> None:
         letter = DeadLetter.of(
@@ -259,9 +291,12 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
                 to_join: dict[int, list[list[Any]]] = defaultdict(list)
                 replayed: list[int] = []
+                reached: dict[tuple[str, int], int] = {}
                 for event in events:
                     message = event.message
-                    positions[message.topic, message.partition] = message.offset + 1
+                    if not await in_sequence(message):
+                        continue
+                    reached[message.topic, message.partition] = message.offset + 1
                     if message.topic == internal.joined:
                         for join_partition, position, joined in decode_joined(message.value):
                             entry = model_entry(joined.model_id, message.partition)
@@ -313,6 +348,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                     changed.append(model_id)
                 await app.producer.flush()
                 await save(model_states, {model_id: models[model_id] for model_id in changed})
+                await save_positions(reached)
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
@@ -320,8 +356,12 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         state: a replay sends duplicates, which the join counts and drops (first outcome wins)."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
             to_join: dict[int, list[list[Any]]] = defaultdict(list)
+            reached: dict[tuple[str, int], int] = {}
             for event in events:
-                positions[event.message.topic, event.message.partition] = event.message.offset + 1
+                message = event.message
+                if not await in_sequence(message):
+                    continue
+                reached[message.topic, message.partition] = message.offset + 1
                 try:
                     outcome = decode_outcome(event.message.value, config.limits)
                 except InvalidEvent as error:
@@ -330,6 +370,8 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 to_join[partition_for(outcome.prediction_id, partitions)].append(outcome_item(outcome))
             for partition, items in to_join.items():
                 await join_input.send(partition=partition, value=encode_join_input("o", items))
+            await app.producer.flush()
+            await save_positions(reached)
 
     @app.agent(join_input)
     async def join_outcomes(stream: Any) -> None:
@@ -339,9 +381,12 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
             touched: dict[str, _Entry] = {}
             replayed: list[int] = []
+            reached: dict[tuple[str, int], int] = {}
             for event in events:
                 message = event.message
-                positions[message.topic, message.partition] = message.offset + 1
+                if not await in_sequence(message):
+                    continue
+                reached[message.topic, message.partition] = message.offset + 1
                 entry = join_entry(message.partition)
                 if message.offset < entry.covered.get("input", 0):
                     replayed.append(message.offset)
@@ -361,6 +406,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 await joined_topic.send(partition=partition, value=encode_joined(records))
             await app.producer.flush()
             await save(join_states, touched)
+            await save_positions(reached)
 
     # -- timer -------------------------------------------------------------------------------------
 
@@ -399,9 +445,24 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 await app.producer.flush()
                 await save(model_states, {model_id: models[model_id] for model_id in raised})
         metrics.observe_joins([entry.state for entry in joins.values()])
-        inputs = {kafka.topics.predictions, kafka.topics.outcomes, internal.join_input, internal.joined}
-        ends = {(tp.topic, tp.partition): app.consumer.highwater(tp) for tp in app.consumer.assignment()}
-        metrics.observe_lag({tp: end for tp, end in ends.items() if tp[0] in inputs and end is not None}, positions)
+        ends = {
+            (tp.topic, tp.partition): end
+            for tp in app.consumer.assignment()
+            if tp.topic in app.input_topics and (end := app.consumer.highwater(tp)) is not None
+        }
+        metrics.observe_lag(ends, sequence.next)
+        if sequence.repeats:
+            log.info(
+                "dropped messages below the next offset of their partition (delivered again after a seek, or a "
+                "reset log): %s",
+                ", ".join(
+                    f"{topic}[{partition}] {count}" for (topic, partition), count in sorted(sequence.repeats.items())
+                ),
+            )
+            sequence.repeats.clear()
+        for partition, offset in sequence.stalled(ends, time.monotonic()).items():
+            stats.reseeks += 1
+            await app.consumer.seek_back(partition, offset)
 
     app.stats = stats
     app.metrics = metrics

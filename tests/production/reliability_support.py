@@ -32,7 +32,7 @@ from monitor.contracts.config import KafkaConfig
 from monitor.evaluation.join import COUNTERS as JOIN_COUNTERS
 from monitor.stream.kafka_settings import consumer_settings, producer_settings
 from monitor.stream.records import decode_join_input, decode_state, partition_for
-from monitor.stream.worker import JOIN_STATE_TABLE, MODEL_STATE_TABLE
+from monitor.stream.topics import JOIN_STATE_TABLE, MODEL_STATE_TABLE, changelog_topic
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 LABEL_DELAY = timedelta(minutes=1)
@@ -198,7 +198,7 @@ class ChangelogCounts:
 
     def __init__(self, kafka: KafkaConfig):
         self.consumer = KafkaConsumer(
-            f"{kafka.consumer_group}-{MODEL_STATE_TABLE}-changelog",
+            changelog_topic(kafka, MODEL_STATE_TABLE),
             **consumer_settings(
                 kafka,
                 group_id=None,
@@ -300,7 +300,7 @@ def join_summary(kafka: KafkaConfig) -> list[str]:
         finally:
             consumer.close()
 
-    latest = {record.key: record.value for record in read(f"{kafka.consumer_group}-{JOIN_STATE_TABLE}-changelog")}
+    latest = {record.key: record.value for record in read(changelog_topic(kafka, JOIN_STATE_TABLE))}
     lines = []
     for key, raw in sorted(latest.items()):
         state, covered = decode_state(raw)

@@ -32,7 +32,7 @@ from monitor.contracts.deadletter import DeadLetter, DeadLetterReason
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.contracts.validation import InvalidEvent, decode_any, decode_outcome, decode_prediction
 from monitor.stream.kafka_settings import consumer_settings, producer_settings
-from monitor.stream.topics import ensure_topics
+from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"
@@ -146,7 +146,7 @@ def _run_hostile_stream(tmp_path: Path, kafka_config: KafkaConfig, hostile_count
         **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=300),
     )
     changelog = KafkaConsumer(
-        f"{kafka_config.consumer_group}-model-state-changelog",
+        changelog_topic(kafka_config, MODEL_STATE_TABLE),
         **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=300),
     )
     log = tmp_path / "worker.log"

@@ -21,7 +21,7 @@ from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter
 from monitor.stream.kafka_settings import consumer_settings, producer_settings
 from monitor.stream.records import decode_state
-from monitor.stream.topics import ensure_topics
+from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 pytestmark = pytest.mark.broker
 
@@ -128,7 +128,7 @@ def test_worker_killed_mid_join_counts_every_outcome_once(tmp_path, kafka_config
     last saved store and joins the same items at the same positions; the model skips those.)"""
     ensure_topics(kafka_config)
     changelog = KafkaConsumer(
-        f"{kafka_config.consumer_group}-model-state-changelog",
+        changelog_topic(kafka_config, MODEL_STATE_TABLE),
         **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=200),
     )
     first = start_worker(tmp_path, kafka_config, SETTINGS, name="first")
