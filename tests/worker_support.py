@@ -13,23 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from monitor.contracts.config import KafkaConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-
-KNOWN_LOSS = pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in issue 6: under CPU contention a worker restarted after SIGKILL sometimes resumes "
-    "an input partition past what its saved state covers (about 1 run in 5 of the contended soak: one message "
-    "per partition at a restart, up to 1,000 predictions of one partition, or 1-2% of the outcomes through "
-    "join-input). Seen in the logs: faust skips and acks messages it takes while resuming a partition "
-    "(Stream._py_aiter), so its committed offsets move past them. The test still runs and reports XPASS when "
-    "the counts are exact",
-)
-"""For the SIGKILL tests: they run, and a loss shows as XFAIL with its diagnosis, not a red CI."""
 
 
 def start_worker(
@@ -84,8 +72,9 @@ def log_tail(path: Path, chars: int = 3000) -> str:
 @contextmanager
 def cpu_contention(processes: int) -> Iterator[None]:
     """`processes` busy loops competing with the worker for the cores while the block runs. The
-    worker's SIGKILL losses show only under load (one was faust's producer-buffer flush giving
-    up after 0.1 s without a send, see `save` in monitor/stream/worker.py), so the reliability
+    worker's SIGKILL losses showed only under load (faust's producer-buffer flush giving up
+    after 0.1 s without a send, see `write` in monitor/stream/worker.py; faust dropping and
+    acking messages around a rebalance, see monitor/stream/positions.py), so the reliability
     tests make the load instead of hoping for it."""
     loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
     try:

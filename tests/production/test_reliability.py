@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from reliability_support import SoakResult, Stream, StreamPublisher, join_summary, soak, spread_models
-from worker_support import KNOWN_LOSS, cpu_contention, log_tail, metrics_port, start_worker, stop_worker
+from worker_support import cpu_contention, log_tail, metrics_port, start_worker, stop_worker
 
 from monitor.contracts.config import KafkaConfig, MonitorConfig
 from monitor.contracts.retrain import Outcome, PlaybookDecision
@@ -60,7 +60,6 @@ SIZES = [
 ]
 
 
-@KNOWN_LOSS
 @pytest.mark.parametrize("size", SIZES)
 def test_sigkilled_worker_counts_every_prediction_and_outcome_exactly_once(tmp_path, kafka_config, size):
     """Kills land while the worker processes (each worker first writes state, then lives a

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from worker_support import KNOWN_LOSS, log_tail, start_worker, stop_worker
+from worker_support import log_tail, start_worker, stop_worker
 
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert, AlertKind
@@ -121,7 +121,6 @@ def _wait_until(changelog, latest, worker, log: Path, done) -> tuple[int, int]:
     raise AssertionError(f"state stuck at {counts} (predictions, outcomes)\n{log_tail(log)}")
 
 
-@KNOWN_LOSS
 def test_worker_killed_mid_join_counts_every_outcome_once(tmp_path, kafka_config):
     """SIGKILL while outcomes are being joined, restart, the rest of the stream: the model's
     state has counted each prediction and each outcome exactly once. (The join replays from its
