@@ -10,7 +10,7 @@ inputs they are co-partitioned with. (faust would create the changelogs when the
 creating them here also lets an operator recreate every topic after the embedded broker lost
 them: a running worker that writes a state before the changelog exists again makes the broker
 create it from the produce request, and that record cannot be fetched, so the next worker hangs
-in recovery; BROKER.md.)
+in recovery; tests/production/README.md.)
 """
 
 from __future__ import annotations
