@@ -165,6 +165,25 @@ class JoinedOutcome:
         )
 
 
+def prediction_fields(event: Any) -> tuple[Any, ...]:
+    """The arguments of `JoinStore.add_prediction_fields` for a `PredictionEvent`: what the
+    stream worker sends to the join (`monitor.stream.records.prediction_item`)."""
+    return (
+        event.prediction_id,
+        event.model_id,
+        event.model_version,
+        event.timestamp.timestamp(),
+        event.prediction,
+        event.probabilities,
+        event.slices,
+    )
+
+
+def outcome_fields(event: Any) -> tuple[Any, ...]:
+    """The arguments of `JoinStore.add_outcome_fields` for an `OutcomeEvent`."""
+    return (event.prediction_id, event.label, event.timestamp.timestamp(), event.model_id)
+
+
 class JoinStore:
     """Pending predictions by id, joined to outcomes as they arrive (see the module docstring).
 
@@ -291,15 +310,7 @@ class JoinStore:
 
     def add_prediction(self, event: Any) -> JoinedOutcome | None:
         """Store a `PredictionEvent`; returns the joined record if its outcome came first."""
-        return self.add_prediction_fields(
-            event.prediction_id,
-            event.model_id,
-            event.model_version,
-            event.timestamp.timestamp(),
-            event.prediction,
-            event.probabilities,
-            event.slices,
-        )
+        return self.add_prediction_fields(*prediction_fields(event))
 
     def add_prediction_fields(
         self,
@@ -404,7 +415,7 @@ class JoinStore:
 
     def add_outcome(self, event: Any) -> JoinedOutcome | None:
         """Join an `OutcomeEvent` to its pending prediction; None when held, late or a duplicate."""
-        return self.add_outcome_fields(event.prediction_id, event.label, event.timestamp.timestamp(), event.model_id)
+        return self.add_outcome_fields(*outcome_fields(event))
 
     def add_outcome_fields(
         self, prediction_id: str, label: Any, timestamp: float, model_id: str | None = None

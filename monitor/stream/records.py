@@ -20,7 +20,7 @@ import msgpack
 from kafka.partitioner.default import murmur2
 
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
-from monitor.evaluation.join import JoinedOutcome
+from monitor.evaluation.join import JoinedOutcome, outcome_fields, prediction_fields
 
 MAX_ITEMS_PER_MESSAGE = 1024
 """A join-input message holds at most this many items, so `join_position` stays unique."""
@@ -49,19 +49,13 @@ def join_position(offset: int, index: int) -> int:
 
 
 def prediction_item(event: PredictionEvent) -> list[Any]:
-    return [
-        event.prediction_id,
-        event.model_id,
-        event.model_version,
-        event.timestamp.timestamp(),
-        event.prediction,
-        event.probabilities,
-        event.slices,
-    ]
+    """A prediction as the join takes it (`JoinStore.add_prediction_fields`)."""
+    return list(prediction_fields(event))
 
 
 def outcome_item(event: OutcomeEvent) -> list[Any]:
-    return [event.prediction_id, event.label, event.timestamp.timestamp(), event.model_id]
+    """An outcome as the join takes it (`JoinStore.add_outcome_fields`)."""
+    return list(outcome_fields(event))
 
 
 def encode_join_input(kind: str, items: list[list[Any]]) -> bytes:
