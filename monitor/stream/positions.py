@@ -39,11 +39,12 @@ log = logging.getLogger(__name__)
 RESEEK_SECONDS = 2.0
 """A partition waiting for its expected offset is sought back again after this long (a seek can
 be overtaken by records fetched before it)."""
-STALL_SECONDS = 5.0
+STALL_SECONDS = 10.0
 """A partition whose log goes past its next offset but that delivered nothing for this long is
-sought back (faust dropped its last messages, so no later one shows the gap). The wait doubles
-after each such seek that brings nothing, up to `STALL_MAX_SECONDS`: the end of a log can be a
-transaction marker no fetch returns."""
+sought back (faust dropped its last messages, so no later one shows the gap). A seek that was
+not needed (an agent busy saving a large state takes nothing for seconds: the 200k soak) only
+reads a few messages again. The wait doubles after each such seek that brings nothing, up to
+`STALL_MAX_SECONDS`: the end of a log can be a transaction marker no fetch returns."""
 STALL_MAX_SECONDS = 600.0
 
 Partition = tuple[str, int]
@@ -148,7 +149,7 @@ class InputSequence:
                 found[partition] = expected
                 self._moved[partition] = now
                 self._stall_wait[partition] = min(2 * wait, STALL_MAX_SECONDS)
-                log.warning(
+                log.info(
                     "%s[%d]: nothing taken for %.0f s below the log end %d: reading again from %d",
                     *partition,
                     wait,
@@ -165,8 +166,8 @@ def position_records(reached: Mapping[Partition, int]) -> dict[str, tuple[int, b
 
 class _ReadOffsets(dict):
     """faust's read offset per partition (`Consumer._read_offset`; its fetch loop drops a record
-    below it and then sets it to the record's offset), held at a partition's seek-back offset
-    (`pinned`) until the fetch loop delivers that offset.
+    below it and then sets it to the record's offset), held at the offset a partition was sought
+    to (`pinned`: a resume or a seek back) until the fetch loop delivers that offset.
 
     Without the hold the seek back did not take: the rest of a batch fetched before the seek
     still went through the fetch loop and moved the read offset past the offset sought, so the
@@ -241,6 +242,8 @@ class PositionedConsumer(AIOKafkaConsumer):
         committed = dict(await thread.call_thread(consumer.seek_to_committed, *others)) if others else {}
         if resumed:
             await self.seek_wait(resumed)
+            for tp, offset in resumed.items():  # as for a seek back: records fetched before must not undo it
+                self._read_offset.pin(tp, offset)
         for tp in sorted(inputs):
             log.info(
                 "%s[%d] resumes at %s %d (committed: %s)",
