@@ -224,18 +224,21 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             )
         await asyncio.gather(*sent)
 
-    async def save(table: faust.Table, entries: dict[str, _Entry]) -> None:
+    async def save(table: faust.Table, entries: dict[str, _Entry]) -> bool:
         """Write each entry's state and covered positions (changelog partition: the input
-        partition of the state); call after flushing what the entries sent."""
+        partition of the state); call after flushing what the entries sent. False when a state
+        was too large to write: the batch's input positions must then not be saved either, so
+        that a restart replays from the last saved state."""
         records = {}
         for key, entry in entries.items():
             record = encode_state(entry.state.to_state(), entry.covered)
-            if len(record) > STATE_MAX_BYTES:  # not saved: a restart replays from the last saved state
+            if len(record) > STATE_MAX_BYTES:
                 log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
                 continue
             records[key] = (entry.partition, record)
             entry.record = record
         await write(table, records)
+        return len(records) == len(entries)
 
     async def save_positions(reached: dict[tuple[str, int], int]) -> None:
         """Where each input partition of a batch resumes; call once the batch's effects are saved."""
@@ -347,8 +350,8 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                     await publish(model_id, raised)
                     changed.append(model_id)
                 await app.producer.flush()
-                await save(model_states, {model_id: models[model_id] for model_id in changed})
-                await save_positions(reached)
+                if await save(model_states, {model_id: models[model_id] for model_id in changed}):
+                    await save_positions(reached)
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
@@ -405,8 +408,8 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             for partition, records in joined.items():
                 await joined_topic.send(partition=partition, value=encode_joined(records))
             await app.producer.flush()
-            await save(join_states, touched)
-            await save_positions(reached)
+            if await save(join_states, touched):
+                await save_positions(reached)
 
     # -- timer -------------------------------------------------------------------------------------
 
