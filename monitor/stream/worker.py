@@ -20,12 +20,13 @@ way:
   input position the state already includes: a message below it (a replay after a crash under
   at-least-once) is skipped, not counted twice. The join reads a single topic, so a replay joins
   the same items at the same positions (`records.join_position`) and the model agent skips the
-  joins it has counted. Each batch writes, in this order and each acknowledged by the broker
-  before the next: what it sends downstream, the states that cover it, then the position where
-  each of its input partitions resumes (table `input-positions`). A restarted worker resumes
-  there, not at the offsets faust committed, and the agents take each partition's messages in
-  sequence, seeking back over any faust dropped (`monitor.stream.positions`), so a crash can
-  only replay, never lose.
+  joins it has counted. Every `kafka.checkpoint_seconds` each agent writes, in this order and
+  each acknowledged by the broker before the next: what it sent downstream, the states that
+  cover it, then the position where each of its input partitions resumes (table
+  `input-positions`). A restarted worker resumes there, not at the offsets faust committed, and
+  the agents take each partition's messages in sequence, seeking back over any faust dropped
+  (`monitor.stream.positions`), so a crash can only replay, never lose. Alerts raised again by
+  a replay carry the same `alert_id`.
 - A timer closes time windows on the stream's event time when a model goes quiet, flushes the
   evaluators and refreshes the Prometheus metrics.
 
@@ -106,6 +107,26 @@ class _Entry:
 
 
 @dataclass
+class _Checkpoint:
+    """What one agent has changed since it last saved: the states it touched and where each of
+    its input partitions resumes. Saved together every `kafka.checkpoint_seconds`, not after
+    every batch: state records are large (the whole monitor of a model, a join partition's
+    pending predictions), and a crash between checkpoints only replays input the saved states
+    do not cover."""
+
+    table: faust.Table | None
+    """Where the states go (None: an agent without state)."""
+    live: dict[str, _Entry]
+    """The agent's live entries: a dirty entry replaced since (recovered, or dropped after a
+    model error) is not saved."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by the agent for a whole batch, and by the timer to save an idle agent's checkpoint."""
+    dirty: dict[str, _Entry] = field(default_factory=dict)
+    reached: dict[tuple[str, int], int] = field(default_factory=dict)
+    saved_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
 class WorkerStats:
     """What a worker did, for tests and logs (Prometheus has the same as metrics)."""
 
@@ -174,7 +195,9 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 
     models: dict[str, _Entry] = {}
     joins: dict[str, _Entry] = {}
-    lock = asyncio.Lock()  # monitor_models and the timer change the same model monitors
+    model_checkpoint = _Checkpoint(model_states, models)  # its lock: monitor_models and the timer change the models
+    join_checkpoint = _Checkpoint(join_states, joins)
+    outcome_checkpoint = _Checkpoint(None, {})
     event_time = [-float("inf")]  # latest prediction event time this worker has seen
 
     def model_entry(model_id: str, partition: int) -> _Entry:
@@ -224,25 +247,47 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             )
         await asyncio.gather(*sent)
 
-    async def save(table: faust.Table, entries: dict[str, _Entry]) -> bool:
+    async def save(table: faust.Table, entries: dict[str, _Entry]) -> set[str]:
         """Write each entry's state and covered positions (changelog partition: the input
-        partition of the state); call after flushing what the entries sent. False when a state
-        was too large to write: the batch's input positions must then not be saved either, so
-        that a restart replays from the last saved state."""
-        records = {}
+        partition of the state); call after flushing what the entries sent. Returns the keys of
+        the states too large to write: the input positions must then not be saved either, so that
+        a restart replays from the last saved state."""
+        records, oversize = {}, set()
         for key, entry in entries.items():
             record = encode_state(entry.state.to_state(), entry.covered)
             if len(record) > STATE_MAX_BYTES:
                 log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
+                oversize.add(key)
                 continue
             records[key] = (entry.partition, record)
             entry.record = record
         await write(table, records)
-        return len(records) == len(entries)
+        return oversize
 
-    async def save_positions(reached: dict[tuple[str, int], int]) -> None:
-        """Where each input partition of a batch resumes; call once the batch's effects are saved."""
-        await write(input_positions, position_records(reached))
+    async def save_checkpoint(point: _Checkpoint, *, now: float) -> None:
+        """Save what `point` holds if `kafka.checkpoint_seconds` have passed since it was last
+        saved: first flush what the agent sent downstream, then the states that cover it, then
+        where its input partitions resume, each acknowledged by the broker before the next. A
+        crash before the positions are saved replays input the states already cover: it is
+        skipped, not counted twice. Only partitions this worker still holds are saved: after a
+        rebalance their new owner resumes from the last checkpoint."""
+        if now - point.saved_at < kafka.checkpoint_seconds or not (point.dirty or point.reached):
+            return
+        held = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        point.reached = {tp: offset for tp, offset in point.reached.items() if tp in held}
+        owner = kafka.topics.predictions if point.table is model_states else internal.join_input
+        point.dirty = {
+            key: entry
+            for key, entry in point.dirty.items()
+            if point.live.get(key) is entry and (owner, entry.partition) in held
+        }
+        await app.producer.flush()
+        oversize = await save(point.table, point.dirty) if point.table is not None else set()
+        point.dirty = {key: point.dirty[key] for key in oversize}
+        if not oversize:
+            await write(input_positions, position_records(point.reached))
+            point.reached = {}
+        point.saved_at = now
 
     async def in_sequence(message: Any) -> bool:
         """Whether an agent handles `message`: the next one of its partition (`InputSequence`).
@@ -289,17 +334,16 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         """Predictions and joined outcomes -> each model's monitor -> alerts; prediction items on
         to the join."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
-            async with lock:
+            async with model_checkpoint.lock:
                 predictions: dict[str, tuple[list[PredictionEvent], list[int]]] = defaultdict(lambda: ([], []))
                 outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
                 to_join: dict[int, list[list[Any]]] = defaultdict(list)
                 replayed: list[int] = []
-                reached: dict[tuple[str, int], int] = {}
                 for event in events:
                     message = event.message
                     if not await in_sequence(message):
                         continue
-                    reached[message.topic, message.partition] = message.offset + 1
+                    model_checkpoint.reached[message.topic, message.partition] = message.offset + 1
                     if message.topic == internal.joined:
                         for join_partition, position, joined in decode_joined(message.value):
                             entry = model_entry(joined.model_id, message.partition)
@@ -330,7 +374,6 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 
                 for partition, items in to_join.items():
                     await join_input.send(partition=partition, value=encode_join_input("p", items))
-                changed = []
                 for model_id in predictions.keys() | outcomes.keys():
                     entry = models[model_id]
                     model_predictions, prediction_offsets = predictions.get(model_id, ([], []))
@@ -348,84 +391,80 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                         if handled:  # no series before the first: a 0 would read as "outcomes stopped"
                             metrics.events.labels(model=model_id, type=kind).inc(len(handled))
                     await publish(model_id, raised)
-                    changed.append(model_id)
-                await app.producer.flush()
-                if await save(model_states, {model_id: models[model_id] for model_id in changed}):
-                    await save_positions(reached)
+                    model_checkpoint.dirty[model_id] = entry
+                await save_checkpoint(model_checkpoint, now=time.monotonic())
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
         """Outcomes -> validated items on the join-input partition of their prediction id. No
         state: a replay sends duplicates, which the join counts and drops (first outcome wins)."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
-            to_join: dict[int, list[list[Any]]] = defaultdict(list)
-            reached: dict[tuple[str, int], int] = {}
-            for event in events:
-                message = event.message
-                if not await in_sequence(message):
-                    continue
-                reached[message.topic, message.partition] = message.offset + 1
-                try:
-                    outcome = decode_outcome(event.message.value, config.limits)
-                except InvalidEvent as error:
-                    await dead_letter(event.message, error)
-                    continue
-                to_join[partition_for(outcome.prediction_id, partitions)].append(outcome_item(outcome))
-            for partition, items in to_join.items():
-                await join_input.send(partition=partition, value=encode_join_input("o", items))
-            await app.producer.flush()
-            await save_positions(reached)
+            async with outcome_checkpoint.lock:
+                to_join: dict[int, list[list[Any]]] = defaultdict(list)
+                for event in events:
+                    message = event.message
+                    if not await in_sequence(message):
+                        continue
+                    outcome_checkpoint.reached[message.topic, message.partition] = message.offset + 1
+                    try:
+                        outcome = decode_outcome(message.value, config.limits)
+                    except InvalidEvent as error:
+                        await dead_letter(message, error)
+                        continue
+                    to_join[partition_for(outcome.prediction_id, partitions)].append(outcome_item(outcome))
+                for partition, items in to_join.items():
+                    await join_input.send(partition=partition, value=encode_join_input("o", items))
+                await save_checkpoint(outcome_checkpoint, now=time.monotonic())
 
     @app.agent(join_input)
     async def join_outcomes(stream: Any) -> None:
         """Prediction and outcome items -> the partition's join store -> joined records, on the
         `joined` partition of their model."""
         async for events in stream.take_events(JOIN_BATCH_MESSAGES, within=BATCH_SECONDS):
-            joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
-            touched: dict[str, _Entry] = {}
-            replayed: list[int] = []
-            reached: dict[tuple[str, int], int] = {}
-            for event in events:
-                message = event.message
-                if not await in_sequence(message):
-                    continue
-                reached[message.topic, message.partition] = message.offset + 1
-                entry = join_entry(message.partition)
-                if message.offset < entry.covered.get("input", 0):
-                    replayed.append(message.offset)
-                    continue
-                entry.covered["input"] = message.offset + 1
-                touched[str(message.partition)] = entry
-                kind, items = decode_join_input(message.value)
-                store: JoinStore = entry.state
-                add = store.add_prediction_fields if kind == "p" else store.add_outcome_fields
-                for index, item in enumerate(items):
-                    result = add(*item)
-                    if result is not None:
-                        position = join_position(message.offset, index)
-                        joined[partition_for(result.model_id, partitions)].append((message.partition, position, result))
-            skipped("join inputs", replayed)
-            for partition, records in joined.items():
-                await joined_topic.send(partition=partition, value=encode_joined(records))
-            await app.producer.flush()
-            if await save(join_states, touched):
-                await save_positions(reached)
+            async with join_checkpoint.lock:
+                joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
+                replayed: list[int] = []
+                for event in events:
+                    message = event.message
+                    if not await in_sequence(message):
+                        continue
+                    join_checkpoint.reached[message.topic, message.partition] = message.offset + 1
+                    entry = join_entry(message.partition)
+                    if message.offset < entry.covered.get("input", 0):
+                        replayed.append(message.offset)
+                        continue
+                    entry.covered["input"] = message.offset + 1
+                    join_checkpoint.dirty[str(message.partition)] = entry
+                    kind, items = decode_join_input(message.value)
+                    store: JoinStore = entry.state
+                    add = store.add_prediction_fields if kind == "p" else store.add_outcome_fields
+                    for index, item in enumerate(items):
+                        result = add(*item)
+                        if result is not None:
+                            position = join_position(message.offset, index)
+                            joined[partition_for(result.model_id, partitions)].append(
+                                (message.partition, position, result)
+                            )
+                skipped("join inputs", replayed)
+                for partition, records in joined.items():
+                    await joined_topic.send(partition=partition, value=encode_joined(records))
+                await save_checkpoint(join_checkpoint, now=time.monotonic())
 
     # -- timer -------------------------------------------------------------------------------------
 
     @app.timer(TIMER_SECONDS)
     async def close_quiet_windows() -> None:
         """Event time moves on for quiet models too: close their time windows, flush what the
-        evaluators buffer, refresh the metrics.
+        evaluators buffer, save the checkpoints of agents with no new input, refresh the metrics.
 
         Not while faust rebalances: it then re-reads the tables from their changelogs, and a
         model's record may be an older one for a moment; a state built from it and saved would
-        become the newest record, behind the input offsets already committed. The entries are
+        become the newest record, behind the input positions already saved. The entries are
         resolved before the first `await` for the same reason."""
         if app.rebalancing:
             return
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.topics.predictions}
-        async with lock:
+        async with model_checkpoint.lock:
             raised: dict[str, list[RaisedAlert]] = {}
             for model_id in model_states.keys() | models.keys():  # with those restored, no event since
                 known = models.get(model_id)
@@ -444,9 +483,10 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 metrics.observe_model(model_id, entry.state)
             for model_id, found in raised.items():
                 await publish(model_id, found)
-            if raised:
-                await app.producer.flush()
-                await save(model_states, {model_id: models[model_id] for model_id in raised})
+                model_checkpoint.dirty[model_id] = models[model_id]
+        for point in (model_checkpoint, join_checkpoint, outcome_checkpoint):  # idle agents' last batches
+            async with point.lock:
+                await save_checkpoint(point, now=time.monotonic())
         metrics.observe_joins([entry.state for entry in joins.values()])
         ends = {
             (tp.topic, tp.partition): end

@@ -141,7 +141,7 @@ def _latest_state(consumer: KafkaConsumer, states: dict[str, dict]) -> dict[str,
 
 
 def _wait_for_events(consumer: KafkaConsumer, states: dict, worker: subprocess.Popen, events: int, log: Path):
-    deadline = time.monotonic() + 25
+    deadline = time.monotonic() + 45  # a restarted worker first waits out its killed self's session (10 s) in the group
     while time.monotonic() < deadline and worker.poll() is None:
         state = _latest_state(consumer, states).get(MODEL)
         if state is not None and state["monitor"]["drift"]["events"] >= events:
