@@ -273,16 +273,25 @@ class Throughput:
     broker_rss: float = 0.0
 
 
-def measure_throughput(n_workers: int, events: list[tuple[bytes, bytes]], warmup_total: int, work: Path) -> Throughput:
+def measure_throughput(
+    n_workers: int,
+    events: list[tuple[bytes, bytes]],
+    warmup_total: int,
+    work: Path,
+    checkpoint_seconds: float | None = None,
+) -> Throughput:
+    """`n_workers` workers on a fresh broker with `events` published first; `checkpoint_seconds`
+    overrides the worker's `kafka.checkpoint_seconds`."""
     n = len(events)
     with EmbeddedBroker() as broker:
         kafka = kafka_config(broker, f"bench-{n_workers}w")
+        if checkpoint_seconds is not None:
+            kafka = kafka.model_copy(update={"checkpoint_seconds": checkpoint_seconds})
         ensure_topics(kafka)
         producer = fast_producer(kafka)
         publish_seconds = publish(producer, kafka.topics.predictions, events)
         producer.close()
-        directory = work / f"throughput-{n_workers}w"
-        directory.mkdir()
+        directory = Path(tempfile.mkdtemp(prefix=f"throughput-{n_workers}w-", dir=work))
         workers = start_workers(directory, write_config(directory, kafka, "worker"), n_workers)
         try:
             for worker in workers:

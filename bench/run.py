@@ -10,6 +10,8 @@
   `run.py --product-cmd ...`, see bench/README.md);
 * `kafka_throughput.py`: events/s through one and two `driftline worker` processes on the embedded
   broker, and end-to-end alert latency (`--quick` under `--quick`);
+* `worker_budget.py`: a worker's CPU per event layer by layer (fetch, faust, decode, core, state)
+  against the whole worker, checkpointing after every batch and at its default interval;
 * `kafka_load.py`: two workers for 10 minutes (1 under `--quick`): events/s, RSS of the workers and
   the broker over time; with `--save` (and not `--quick`) its plot goes to `bench/results/load-<date>.png`.
 
@@ -44,6 +46,8 @@ def main() -> int:
                      + (["--streams", "*_r0"] if args.quick else [])))  # fmt: skip
     runs.append(("Kafka throughput and alert latency (embedded broker)",
                  ["kafka_throughput.py"] + (["--quick"] if args.quick else [])))  # fmt: skip
+    runs.append(("A worker's time per event, layer by layer",
+                 ["worker_budget.py"] + (["--events", "40000"] if args.quick else [])))  # fmt: skip
     load_png = HERE / "results" / f"load-{dt.date.today()}.png"
     runs.append(("Kafka load, two workers (embedded broker)",
                  ["kafka_load.py"] + (["--quick"] if args.quick else [])

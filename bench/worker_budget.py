@@ -1,0 +1,259 @@
+"""Where a `driftline worker`'s time per event goes, layer by layer, side by side in one run.
+
+The worker's throughput is the sum of the layers it stacks; each row measures one of them alone
+on the same events (8 models, 20 numeric + 5 categorical features, the default monitoring
+settings), so the table says what an optimisation of one layer can buy, and what the framework
+leaves at best:
+
+* fetch: a kafka-python consumer reads the events from the embedded broker, nothing else;
+* faust: a bare faust app (same settings as the worker) whose one agent takes the events in
+  batches of `BATCH_EVENTS` and only counts them: faust's per-message stream under the agents;
+* decode: `decode_prediction` (JSON parse, limits, pydantic) on each event's bytes;
+* core: `ModelMonitor.observe` on the decoded events, in the worker's batches (the events of
+  one batch of `BATCH_EVENTS` grouped by model);
+* state: each model's state encoded once per batch it appears in, as the worker saves it
+  (`to_state` + msgpack);
+* worker: `driftline worker` itself (`kafka_throughput.measure_throughput`, one worker), with
+  its default checkpoint interval and checkpointing after every batch (`checkpoint_seconds: 0`).
+
+    python bench/worker_budget.py [--events 80000] [--save]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer
+from kafka_throughput import (
+    HERE,
+    balanced_models,
+    encode_events,
+    fast_producer,
+    kafka_config,
+    measure_throughput,
+    publish,
+)
+
+from monitor.contracts.config import KafkaConfig, MonitorConfig
+from monitor.contracts.validation import decode_prediction
+from monitor.monitoring.fleet import ModelMonitor
+from monitor.stream.broker import EmbeddedBroker
+from monitor.stream.kafka_settings import consumer_settings
+from monitor.stream.records import encode_state
+from monitor.stream.topics import ensure_topics
+from monitor.stream.worker import BATCH_EVENTS, BATCH_SECONDS
+
+WARMUP_PER_MODEL = 5000  # ReferenceConfig.warmup_events default
+
+
+@dataclass
+class Layer:
+    name: str
+    what: str
+    events: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_seconds / self.events
+
+
+def measure_fetch(kafka: KafkaConfig, n: int) -> Layer:
+    consumer = KafkaConsumer(
+        kafka.topics.predictions, **consumer_settings(kafka, group_id=None, auto_offset_reset="earliest")
+    )
+    seen, started, cpu0 = 0, None, 0.0
+    deadline = time.monotonic() + 300
+    while seen < n and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200, max_records=BATCH_EVENTS).values():
+            if started is None:
+                started, cpu0 = time.perf_counter(), time.process_time()
+            seen += len(records)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    consumer.close()
+    return Layer("fetch", "kafka-python consumer, records counted", seen, seconds, cpu)
+
+
+def faust_floor(bootstrap: str, topic: str, group: str, n: int) -> None:
+    """The bare faust app (run in its own process by `measure_faust`): prints
+    `counted N in S s, C CPU s` from its first event to its Nth, then idles until killed."""
+    import faust
+
+    from monitor.stream.kafka_settings import faust_settings
+
+    kafka = KafkaConfig(bootstrap_servers=bootstrap, profile="embedded", consumer_group=group)
+    app = faust.App(
+        group,
+        **faust_settings(kafka),
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+    )
+    source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    counted = [0, 0.0, 0.0]
+
+    @app.agent(source)
+    async def count(stream):  # type: ignore[no-untyped-def]
+        async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
+            if not counted[0]:
+                counted[1:] = [time.perf_counter(), time.process_time()]
+            counted[0] += len(events)
+            if counted[0] >= n:
+                print(
+                    f"counted {counted[0]} in {time.perf_counter() - counted[1]:.3f} s, "
+                    f"{time.process_time() - counted[2]:.3f} CPU s",
+                    flush=True,
+                )
+
+    faust.Worker(app, loglevel="warning").execute_from_commandline()
+
+
+def measure_faust(kafka: KafkaConfig, n: int, work: Path) -> Layer:
+    log = work / "faust-floor.log"
+    process = subprocess.Popen(
+        [sys.executable, __file__, "faust-floor", kafka.bootstrap_servers, kafka.topics.predictions, str(n)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while "counted" not in (text := log.read_text(errors="replace")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bare faust app did not count {n} events:\n{text[-3000:]}")
+            time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    count, seconds, cpu = re.search(r"counted (\d+) in ([\d.]+) s, ([\d.]+) CPU s", text).groups()  # type: ignore[union-attr]
+    return Layer("faust", "bare faust agent, batches counted", int(count), float(seconds), float(cpu))
+
+
+def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
+    config = MonitorConfig()
+    n = len(events)
+    started, cpu0 = time.perf_counter(), time.process_time()
+    decoded = [decode_prediction(value) for _, value in events]
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    decode = Layer("decode", "`decode_prediction` per event", n, seconds, cpu)
+    batches = []
+    for start in range(0, n, BATCH_EVENTS):
+        by_model: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for offset in range(start, min(n, start + BATCH_EVENTS)):
+            by_model[decoded[offset].model_id][0].append(decoded[offset])
+            by_model[decoded[offset].model_id][1].append(offset)
+        batches.append(by_model)
+    monitors = {model_id: ModelMonitor(model_id, config) for model_id in {e.model_id for e in decoded}}
+    spent = {"core": [0.0, 0.0], "state": [0.0, 0.0]}  # wall, CPU seconds
+
+    def clock(name: str, started: tuple[float, float]) -> None:
+        spent[name][0] += time.perf_counter() - started[0]
+        spent[name][1] += time.process_time() - started[1]
+
+    saves = 0
+    for by_model in batches:  # as the worker does: observe each model of a batch, then save its state
+        started = time.perf_counter(), time.process_time()
+        for model_id, (predictions, offsets) in by_model.items():
+            monitors[model_id].observe(predictions, offsets, [], [])
+        clock("core", started)
+        started = time.perf_counter(), time.process_time()
+        for model_id, (_, offsets) in by_model.items():
+            encode_state(monitors[model_id].to_state(), {"0": offsets[-1] + 1})
+        clock("state", started)
+        saves += len(by_model)
+    core = Layer("core", f"`ModelMonitor.observe`, batches of {BATCH_EVENTS} grouped by model", n, *spent["core"])
+    state = Layer("state", f"`to_state` + msgpack, once per model per batch ({saves:,} saves)", n, *spent["state"])
+    return [decode, core, state]
+
+
+def table(layers: list[Layer], workers: list[Layer]) -> list[str]:
+    """One row per layer, then the workers; shares are of the first worker's CPU per event."""
+    worker = workers[0]
+    parts = [layer for layer in layers if layer.name != "fetch"]
+    summed = sum(layer.cpu_ms for layer in parts)
+    rows = [
+        "| layer | measures | events | seconds | events/s | CPU ms/event | share of the first worker's CPU |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for layer in [*layers, *workers]:
+        rows.append(
+            f"| {layer.name} | {layer.what} | {layer.events:,} | {layer.seconds:.1f} | {layer.rate:,.0f} | "
+            f"{layer.cpu_ms:.3f} | {100 * layer.cpu_ms / worker.cpu_ms:.0f}% |"
+        )
+    rows.append(
+        f"| faust + decode + core + state | the layers summed | | | {1000 / summed:,.0f} | {summed:.3f} | "
+        f"{100 * summed / worker.cpu_ms:.0f}% |"
+    )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=80_000)
+    parser.add_argument("--models", type=int, default=8)
+    parser.add_argument("--save", action="store_true", help="also write bench/results/budget-<date>.md")
+    args = parser.parse_args()
+    events = encode_events(0, args.events, balanced_models(args.models), seed=0)
+    work = Path(tempfile.mkdtemp(prefix="driftline-budget-"))
+    try:
+        with EmbeddedBroker() as broker:
+            kafka = kafka_config(broker, "budget-floor")
+            ensure_topics(kafka)
+            producer = fast_producer(kafka)
+            publish(producer, kafka.topics.predictions, events)
+            producer.close()
+            layers = [measure_fetch(kafka, args.events), measure_faust(kafka, args.events, work)]
+        layers += measure_in_process(events)
+        default = KafkaConfig().checkpoint_seconds
+        workers = []
+        for seconds in (0.0, default):
+            run = measure_throughput(1, events, WARMUP_PER_MODEL * args.models, work, checkpoint_seconds=seconds)
+            every = f"every {seconds:g} s" if seconds else "after every batch"
+            what = f"`driftline worker`, everything; checkpoint {every}"
+            workers.append(Layer("worker", what, run.events, run.seconds, sum(run.worker_cpu)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    lines = [
+        f"# A worker's time per event, layer by layer ({dt.date.today()})",
+        "",
+        f"{args.events:,} events of {args.models} models, 20 numeric + 5 categorical features, default monitoring "
+        f"settings; embedded broker; {os.cpu_count()} cores; Python {platform.python_version()}; load average at "
+        f"the end {os.getloadavg()[0]:.1f}. Rates are wall-clock events/s of the layer alone; CPU ms/event counts "
+        "every thread of the process measured.",
+        "",
+        *table(layers, workers),
+        "",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.save:
+        out = HERE / "results" / f"budget-{dt.date.today()}.md"
+        out.write_text(report)
+        print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["faust-floor"]:
+        bootstrap, topic, n = sys.argv[2:5]
+        faust_floor(bootstrap, topic, "budget-faust-floor", int(n))
+    else:
+        sys.exit(main())
