@@ -125,7 +125,8 @@ def kind_rule(kind: AlertKind, base: str) -> dict[str, Any]:
         },
         "annotations": {
             "summary": summary,
-            "description": description + " Evidence: the alert on the alerts topic (`driftline explain`, planned).",
+            "description": description + " Evidence: the latest alert of this model and kind on the alerts topic; "
+            "`driftline explain ALERT_ID` draws it (runbooks/README.md).",
             "runbook_url": runbook_url(base, kind.value),
         },
     }
