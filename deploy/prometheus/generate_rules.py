@@ -14,7 +14,8 @@ Two kinds of rules come out:
   while the core's alert fires) into an Alertmanager alert with the series' labels (kind, model,
   feature, slice, severity), `pipeline="driftline"`, a summary and a `runbook_url`;
 - pipeline-health rules the core cannot raise about itself (worker down, consumer lag growing,
-  dead-letter rate high, labels stopped arriving) and `Watchdog`, which always fires.
+  dead-letter rate high, a model's monitor failing, labels stopped arriving) and `Watchdog`,
+  which always fires.
 
 Every alert carries `pipeline="driftline"`, so `DriftlineWorkerDown` can inhibit the others in
 Alertmanager (see `deploy/alertmanager/alertmanager.yml`).
@@ -182,6 +183,16 @@ def pipeline_rules(base: str) -> list[dict[str, Any]]:
             "{{ $value | humanizePercentage }} of the events reaching Driftline are refused and dead-lettered",
             "More than 5% of input events fail validation: a producer sends a broken schema or values, and the "
             "monitor sees only the valid rest.",
+        ),
+        rule(
+            "DriftlineModelFailing",
+            "sum by (job, model) (increase(driftline_model_errors_total[10m])) > 0\n",
+            "1m",
+            "critical",
+            "Model {{ $labels.model }}: its monitor fails on its events",
+            "Driftline's core raised on this model's events (a bug; the worker logs the traceback). The model "
+            "resumes from its last saved state without the events since its last checkpoint, so its drift and "
+            "performance alerts may not fire.",
         ),
         rule(
             "DriftlineOutcomesStopped",

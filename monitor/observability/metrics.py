@@ -53,6 +53,24 @@ class DriftlineMetrics:
             ["source", "reason"],
             registry=registry,
         )
+        self.model_errors = Counter(
+            "driftline_model_errors",
+            "Batches a model's monitor raised on (a bug): the model resumed from its last saved state.",
+            ["model"],
+            registry=registry,
+        )
+        self.replayed_messages = Counter(
+            "driftline_replayed_messages",
+            "Input messages a saved state already covered, skipped (a replay after a restart).",
+            ["agent"],
+            registry=registry,
+        )
+        self.input_reseeks = Counter(
+            "driftline_input_reseeks",
+            "Times an input partition was sought back to a message the consumer skipped.",
+            ["topic"],
+            registry=registry,
+        )
         self.late_events = Counter(
             "driftline_late_events",
             "Events after their window closed (counted, not monitored).",

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -126,20 +126,6 @@ class _Checkpoint:
     saved_at: float = field(default_factory=time.monotonic)
 
 
-@dataclass
-class WorkerStats:
-    """What a worker did, for tests and logs (Prometheus has the same as metrics)."""
-
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    replayed: int = 0
-    """Messages or joins skipped because the state already covered them."""
-    model_errors: int = 0
-    """Batches a model's core raised on (logged; the model resumes from its last saved state)."""
-    reseeks: int = 0
-    """Times an input partition was sought back to a message faust had not delivered
-    (`monitor.stream.positions`)."""
-
-
 def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) -> faust.App:
     """A faust app for `config`: its app id is `kafka.consumer_group` (workers sharing it split
     the partitions), its topics `kafka.topics` plus `internal_topics`. Does not create topics
@@ -156,7 +142,6 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         producer_max_request_size=STATE_MAX_BYTES,
     )
     metrics = DriftlineMetrics(registry or CollectorRegistry())
-    stats = WorkerStats()
     internal = internal_topics(kafka)
 
     # -- topics: values are raw bytes, decoded by monitor.contracts.validation or records, never by faust
@@ -295,7 +280,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         partition = (message.topic, message.partition)
         verdict = sequence.admit(partition, message.offset, time.monotonic())
         if verdict is Verdict.SEEK:
-            stats.reseeks += 1
+            metrics.input_reseeks.labels(topic=message.topic).inc()
             await app.consumer.seek_back(partition, sequence.next[partition])
         return verdict is Verdict.TAKE
 
@@ -306,7 +291,6 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             error.reason,
             str(error),
         )
-        stats.dead_letters[str(error.reason)] += 1
         metrics.invalid_events.labels(source=message.topic, reason=str(error.reason)).inc()
         log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
         await dead_letter_topic.send(key=message.key, value=letter.model_dump_json().encode())
@@ -316,13 +300,15 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             metrics.observe_alert(item.alert)
             await alerts_topic.send(key=model_id.encode(), value=item.alert.model_dump_json().encode())
 
-    def skipped(what: str, positions: list[int]) -> None:
+    def skipped(agent: str, positions: list[int]) -> None:
+        """Count and log what `agent` skipped as already in its states (`positions`: the input
+        offset of each skipped message or join)."""
         if positions:
-            stats.replayed += len(positions)
+            metrics.replayed_messages.labels(agent=agent).inc(len(positions))
             log.info(
-                "skipped %d replayed %s the state already covers (offsets %d to %d)",
+                "%s skipped %d replayed inputs the state already covers (offsets %d to %d)",
+                agent,
                 len(positions),
-                what,
                 min(positions),
                 max(positions),
             )
@@ -370,7 +356,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                     predictions[prediction.model_id][1].append(message.offset)
                     to_join[partition_for(prediction.prediction_id, partitions)].append(prediction_item(prediction))
                     event_time[0] = max(event_time[0], prediction.timestamp.timestamp())
-                skipped("messages", replayed)
+                skipped("monitor_models", replayed)
 
                 for partition, items in to_join.items():
                     await join_input.send(partition=partition, value=encode_join_input("p", items))
@@ -383,8 +369,12 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                             model_predictions, prediction_offsets, model_outcomes, outcome_offsets
                         )
                     except Exception:  # a bug in the core must not stop the other models
-                        stats.model_errors += 1
-                        log.exception("model %s failed on a batch; it resumes from its last saved state", model_id)
+                        metrics.model_errors.labels(model=model_id).inc()
+                        log.exception(
+                            "model %s failed on a batch; it resumes from its last saved state, without the events "
+                            "since (runbooks/DriftlineModelFailing.md)",
+                            model_id,
+                        )
                         del models[model_id]
                         continue
                     for kind, handled in (("prediction", model_predictions), ("outcome", model_outcomes)):
@@ -445,7 +435,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                             joined[partition_for(result.model_id, partitions)].append(
                                 (message.partition, position, result)
                             )
-                skipped("join inputs", replayed)
+                skipped("join_outcomes", replayed)
                 for partition, records in joined.items():
                     await joined_topic.send(partition=partition, value=encode_joined(records))
                 await save_checkpoint(join_checkpoint, now=time.monotonic())
@@ -504,10 +494,9 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             )
             sequence.repeats.clear()
         for partition, offset in sequence.stalled(ends, time.monotonic()).items():
-            stats.reseeks += 1
+            metrics.input_reseeks.labels(topic=partition[0]).inc()
             await app.consumer.seek_back(partition, offset)
 
-    app.stats = stats
     app.metrics = metrics
     app.model_states = model_states
     app.join_states = join_states

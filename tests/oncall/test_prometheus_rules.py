@@ -27,6 +27,7 @@ PIPELINE_RULES = {
     "DriftlineWorkerDown",
     "DriftlineConsumerLagGrowing",
     "DriftlineDeadLetterRateHigh",
+    "DriftlineModelFailing",
     "DriftlineOutcomesStopped",
     "DriftlineLabelCoverageFalling",
     "Watchdog",
