@@ -14,7 +14,8 @@ Two kinds of rules come out:
   while the core's alert fires) into an Alertmanager alert with the series' labels (kind, model,
   feature, slice, severity), `pipeline="driftline"`, a summary and a `runbook_url`;
 - pipeline-health rules the core cannot raise about itself (worker down, consumer lag growing,
-  dead-letter rate high, a model's monitor failing, labels stopped arriving) and `Watchdog`,
+  dead-letter rate high, a model's monitor failing, a state too large to save, labels stopped
+  arriving) and `Watchdog`,
   which always fires.
 
 Every alert carries `pipeline="driftline"`, so `DriftlineWorkerDown` can inhibit the others in
@@ -193,6 +194,16 @@ def pipeline_rules(base: str) -> list[dict[str, Any]]:
             "Driftline's core raised on this model's events (a bug; the worker logs the traceback). The model "
             "resumes from its last saved state without the events since its last checkpoint, so its drift and "
             "performance alerts may not fire.",
+        ),
+        rule(
+            "DriftlineStateTooLarge",
+            "sum by (job, table) (increase(driftline_oversize_states_total[15m])) > 0\n",
+            "5m",
+            "warning",
+            "A Driftline state in table {{ $labels.table }} is too large to save",
+            "A worker cannot write a state record (a model's monitor, or a join partition's pending predictions) "
+            "because it is over the largest record it writes. It keeps running, but saves no input positions "
+            "until the state fits: a restart would replay everything since the last save.",
         ),
         rule(
             "DriftlineOutcomesStopped",

@@ -59,6 +59,13 @@ class DriftlineMetrics:
             ["model"],
             registry=registry,
         )
+        self.oversize_states = Counter(
+            "driftline_oversize_states",
+            "State records over the largest a worker writes, not saved: its input positions are not saved "
+            "either until they fit, so a restart replays everything since.",
+            ["table"],
+            registry=registry,
+        )
         self.replayed_messages = Counter(
             "driftline_replayed_messages",
             "Input messages a saved state already covered, skipped (a replay after a restart).",

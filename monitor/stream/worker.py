@@ -241,7 +241,15 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         for key, entry in entries.items():
             record = encode_state(entry.state.to_state(), entry.covered)
             if len(record) > STATE_MAX_BYTES:
-                log.error("state %s/%s is %d bytes, over %d: not saved", table.name, key, len(record), STATE_MAX_BYTES)
+                log.error(
+                    "state %s/%s is %d bytes, over %d: not saved, nor the input positions (runbooks/"
+                    "DriftlineStateTooLarge.md)",
+                    table.name,
+                    key,
+                    len(record),
+                    STATE_MAX_BYTES,
+                )
+                metrics.oversize_states.labels(table=table.name).inc()
                 oversize.add(key)
                 continue
             records[key] = (entry.partition, record)

@@ -29,6 +29,7 @@ PIPELINE_RULES = {
     "DriftlineDeadLetterRateHigh",
     "DriftlineModelFailing",
     "DriftlineOutcomesStopped",
+    "DriftlineStateTooLarge",
     "DriftlineLabelCoverageFalling",
     "Watchdog",
 }
