@@ -217,6 +217,12 @@ class KafkaConfig(_Section):
     """How often a worker saves its states and input positions (0: after every batch). Saving
     costs the same for a batch of 10 events as for 500; a crash replays the input since the last
     checkpoint, which the saved states skip, and publishes its alerts again (same `alert_id`)."""
+    max_state_bytes: int = Field(32 * 1024 * 1024, ge=65536)
+    """Largest state record a worker writes, and the `max.message.bytes` of the changelog topics
+    it creates (a model's monitor takes about 2 MB with 25 features at the default warm-up; a
+    join partition 35-60 bytes per pending prediction). A larger state is not saved, nor the
+    input positions it covers, until it fits (`DriftlineStateTooLarge`). Lower it where the
+    cluster caps topic message sizes below 32 MB; it applies to changelogs when they are created."""
     topics: TopicsConfig = TopicsConfig()
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -40,10 +40,6 @@ POSITIONS_TABLE = "input-positions"
 saved (b"1234"; `monitor.stream.positions`)."""
 STATE_TABLES = (MODEL_STATE_TABLE, JOIN_STATE_TABLE, POSITIONS_TABLE)
 """The worker's tables; each is backed by the compacted changelog `changelog_topic(config, table)`."""
-STATE_MAX_BYTES = 32 * 1024 * 1024
-"""Largest state record (msgpack) the worker writes: 25 features at the default warm-up of
-5,000 events take about 2 MB; a join partition holds about 60 bytes per pending prediction.
-The limit leaves room and caps the damage; producer and changelog topics are set to it."""
 
 
 class InternalTopics(NamedTuple):
@@ -88,7 +84,7 @@ def ensure_topics(config: KafkaConfig, *, timeout_ms: int = 10_000) -> dict[str,
     admin = KafkaAdminClient(**admin_settings(config, client_id="driftline-topics", request_timeout_ms=timeout_ms))
     try:
         changelogs = {changelog_topic(config, table) for table in STATE_TABLES}
-        changelog_configs = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)}
+        changelog_configs = {"cleanup.policy": "compact", "max.message.bytes": str(config.max_state_bytes)}
         response = admin.create_topics(
             {
                 name: {

@@ -72,7 +72,6 @@ from monitor.stream.topics import (
     JOIN_STATE_TABLE,
     MODEL_STATE_TABLE,
     POSITIONS_TABLE,
-    STATE_MAX_BYTES,
     ensure_topics,
     internal_topics,
 )
@@ -139,7 +138,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         web_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
-        producer_max_request_size=STATE_MAX_BYTES,
+        producer_max_request_size=max(kafka.max_state_bytes, 1024 * 1024),  # Kafka's default, or a state
     )
     metrics = DriftlineMetrics(registry or CollectorRegistry())
     internal = internal_topics(kafka)
@@ -166,7 +165,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             partitions=partitions,
             key_type=str,
             value_type=bytes,
-            extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)},
+            extra_topic_configs={"max.message.bytes": str(kafka.max_state_bytes)},
             recovery_buffer_size=RECOVERY_BUFFER_RECORDS,
             standby_buffer_size=RECOVERY_BUFFER_RECORDS,
         )
@@ -240,14 +239,13 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         records, oversize = {}, set()
         for key, entry in entries.items():
             record = encode_state(entry.state.to_state(), entry.covered)
-            if len(record) > STATE_MAX_BYTES:
+            if len(record) > kafka.max_state_bytes:
                 log.error(
                     "state %s/%s is %d bytes, over %d: not saved, nor the input positions (runbooks/"
                     "DriftlineStateTooLarge.md)",
                     table.name,
                     key,
                     len(record),
-                    STATE_MAX_BYTES,
                 )
                 metrics.oversize_states.labels(table=table.name).inc()
                 oversize.add(key)

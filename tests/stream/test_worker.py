@@ -15,12 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from worker_support import start_worker, stop_worker
+from worker_support import metrics_port, start_worker, stop_worker
 
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
@@ -187,6 +188,62 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
         log = (tmp_path / "worker.log").read_text(errors="replace")
         resumed = re.findall(r"predictions\.\S+\[\d+\] resumes at its saved offset (\d+)", log)
         assert resumed and int(resumed[0]) <= 700, log[-3000:]
+    finally:
+        changelog.close()
+        stop_worker(first)
+        if second is not None:
+            stop_worker(second)
+
+
+def _metric(log: Path, sample: str) -> float:
+    """The value of one sample (name and labels as exported) on the worker's `/metrics`; 0 if absent."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(log)}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_state_too_large_to_save_is_replayed_after_a_kill_not_lost(tmp_path, kafka_config):
+    """A worker whose model state outgrows `kafka.max_state_bytes` keeps counting in memory but
+    saves neither that state nor its input positions; killed and restarted with room for the
+    state, the next worker reads again from the last saved position and counts every event once."""
+    ensure_topics(kafka_config)
+    changelog = KafkaConsumer(
+        changelog_topic(kafka_config, MODEL_STATE_TABLE),
+        **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=200),
+    )
+    small = kafka_config.model_copy(update={"max_state_bytes": 200_000})  # 100 features pass it within 700 events
+    first = _start_worker(tmp_path, small, warmup=2000)
+    second = None
+    states: dict[str, dict] = {}
+    log = tmp_path / "worker.log"
+    oversize = f'driftline_oversize_states_total{{table="{MODEL_STATE_TABLE}"}}'
+    counted = f'driftline_events_total{{model="{MODEL}",type="prediction"}}'
+    try:
+        _publish_predictions(kafka_config, 0, 700, noise_features=98)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (_metric(log, counted) == 700 and _metric(log, oversize) >= 2):
+            time.sleep(0.5)
+        assert _metric(log, counted) == 700 and _metric(log, oversize) >= 2, log.read_text(errors="replace")[-3000:]
+        saved = _latest_state(changelog, states).get(MODEL)
+        saved_events = saved["monitor"]["drift"]["events"] if saved else 0
+        assert saved_events < 700  # the state that counted them all was never written
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=5)
+        log.rename(tmp_path / "worker-killed.log")
+
+        second = _start_worker(tmp_path, kafka_config, warmup=2000)
+        _publish_predictions(kafka_config, 700, 1000, noise_features=98)
+        state = _wait_for_events(changelog, states, second, 1000, log)
+        time.sleep(1.0)  # a double count would show as a later, larger record
+        state = _latest_state(changelog, states)[MODEL]
+        assert state["monitor"]["drift"]["events"] == 1000
+        assert sum(state["covered"].values()) == 1000
+        # no position was saved past the last saved state: the restart read from there again
+        text = log.read_text(errors="replace")
+        resumes = r"predictions\.\S+\[\d+\] resumes at (?:its saved offset|the start of its log[^:]*:) (\d+)"
+        resumed = re.findall(resumes, text)
+        assert resumed and max(int(offset) for offset in resumed) <= saved_events, text[-3000:]
     finally:
         changelog.close()
         stop_worker(first)
