@@ -118,6 +118,8 @@ class _Checkpoint:
     live: dict[str, _Entry]
     """The agent's live entries: a dirty entry replaced since (recovered, or dropped after a
     model error) is not saved."""
+    owner: str
+    """The input topic whose partition an entry's `partition` is (held by this worker or not)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by the agent for a whole batch, and by the timer to save an idle agent's checkpoint."""
     dirty: dict[str, _Entry] = field(default_factory=dict)
@@ -179,9 +181,10 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 
     models: dict[str, _Entry] = {}
     joins: dict[str, _Entry] = {}
-    model_checkpoint = _Checkpoint(model_states, models)  # its lock: monitor_models and the timer change the models
-    join_checkpoint = _Checkpoint(join_states, joins)
-    outcome_checkpoint = _Checkpoint(None, {})
+    # model_checkpoint's lock: monitor_models and the timer change the same model monitors
+    model_checkpoint = _Checkpoint(model_states, models, kafka.topics.predictions)
+    join_checkpoint = _Checkpoint(join_states, joins, internal.join_input)
+    outcome_checkpoint = _Checkpoint(None, {}, kafka.topics.outcomes)
     event_time = [-float("inf")]  # latest prediction event time this worker has seen
 
     def model_entry(model_id: str, partition: int) -> _Entry:
@@ -266,11 +269,10 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             return
         held = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
         point.reached = {tp: offset for tp, offset in point.reached.items() if tp in held}
-        owner = kafka.topics.predictions if point.table is model_states else internal.join_input
         point.dirty = {
             key: entry
             for key, entry in point.dirty.items()
-            if point.live.get(key) is entry and (owner, entry.partition) in held
+            if point.live.get(key) is entry and (point.owner, entry.partition) in held
         }
         await app.producer.flush()
         oversize = await save(point.table, point.dirty) if point.table is not None else set()
@@ -280,15 +282,22 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             point.reached = {}
         point.saved_at = now
 
-    async def in_sequence(message: Any) -> bool:
-        """Whether an agent handles `message`: the next one of its partition (`InputSequence`).
-        A message past a gap faust left is dropped and the partition sought back."""
-        partition = (message.topic, message.partition)
-        verdict = sequence.admit(partition, message.offset, time.monotonic())
-        if verdict is Verdict.SEEK:
-            metrics.input_reseeks.labels(topic=message.topic).inc()
-            await app.consumer.seek_back(partition, sequence.next[partition])
-        return verdict is Verdict.TAKE
+    async def taken(events: Any, point: _Checkpoint) -> list[Any]:
+        """The messages of a batch an agent handles, in order: each the next one of its partition
+        (`InputSequence`), noted in `point` as reached. A message past a gap faust left is dropped
+        and the partition sought back."""
+        messages = []
+        for event in events:
+            message = event.message
+            partition = (message.topic, message.partition)
+            verdict = sequence.admit(partition, message.offset, time.monotonic())
+            if verdict is Verdict.SEEK:
+                metrics.input_reseeks.labels(topic=message.topic).inc()
+                await app.consumer.seek_back(partition, sequence.next[partition])
+            if verdict is Verdict.TAKE:
+                point.reached[partition] = message.offset + 1
+                messages.append(message)
+        return messages
 
     async def dead_letter(message: Any, error: InvalidEvent) -> None:
         letter = DeadLetter.of(
@@ -331,11 +340,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
                 to_join: dict[int, list[list[Any]]] = defaultdict(list)
                 replayed: list[int] = []
-                for event in events:
-                    message = event.message
-                    if not await in_sequence(message):
-                        continue
-                    model_checkpoint.reached[message.topic, message.partition] = message.offset + 1
+                for message in await taken(events, model_checkpoint):
                     if message.topic == internal.joined:
                         for join_partition, position, joined in decode_joined(message.value):
                             entry = model_entry(joined.model_id, message.partition)
@@ -397,11 +402,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
             async with outcome_checkpoint.lock:
                 to_join: dict[int, list[list[Any]]] = defaultdict(list)
-                for event in events:
-                    message = event.message
-                    if not await in_sequence(message):
-                        continue
-                    outcome_checkpoint.reached[message.topic, message.partition] = message.offset + 1
+                for message in await taken(events, outcome_checkpoint):
                     try:
                         outcome = decode_outcome(message.value, config.limits)
                     except InvalidEvent as error:
@@ -420,11 +421,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             async with join_checkpoint.lock:
                 joined: dict[int, list[tuple[int, int, JoinedOutcome]]] = defaultdict(list)
                 replayed: list[int] = []
-                for event in events:
-                    message = event.message
-                    if not await in_sequence(message):
-                        continue
-                    join_checkpoint.reached[message.topic, message.partition] = message.offset + 1
+                for message in await taken(events, join_checkpoint):
                     entry = join_entry(message.partition)
                     if message.offset < entry.covered.get("input", 0):
                         replayed.append(message.offset)
