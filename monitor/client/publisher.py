@@ -14,8 +14,12 @@
 
 Every event is validated before it is sent, by the same code the worker uses to accept it
 (`monitor.contracts.validation`), so what the publisher sends, the worker takes: a bad event
-raises `InvalidEvent` naming the field and nothing is sent. Sending is asynchronous and
-batched (`linger_ms`); each call returns kafka-python's future for callers that want to wait.
+raises `InvalidEvent` naming the field and nothing is sent. The same check runs with no broker
+at all in `validate_prediction` / `validate_outcome` (`monitor.client.events`), for a service's
+unit tests. The publisher connects on its first send, not when it is built: building one never
+blocks, and a broker that does not answer within `bootstrap_timeout_ms` (10 s) makes that send
+raise `BrokerUnreachable`, one line naming the servers. Sending is asynchronous and batched
+(`linger_ms`); each call returns kafka-python's future for callers that want to wait.
 Predictions are keyed by `model_id` (one worker owns a model), outcomes by `prediction_id`
 (co-partitioned with the join). Security settings (SASL, SSL) come from `KafkaConfig`, whose
 password is read from the environment (`DRIFTLINE_KAFKA__SASL_PASSWORD`).
@@ -28,33 +32,42 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import orjson
+import kafka.errors
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
-from pydantic import ValidationError
 
+from monitor.client.events import outcome_record, prediction_record
 from monitor.contracts.config import KafkaConfig, load_config
-from monitor.contracts.deadletter import DeadLetterReason
-from monitor.contracts.events import SCHEMA_VERSION, OutcomeEvent, PredictionEvent
 from monitor.contracts.limits import EventLimits
-from monitor.contracts.validation import InvalidEvent, decode_outcome, decode_prediction, format_validation_error
 from monitor.stream.kafka_settings import producer_settings
 
 log = logging.getLogger(__name__)
+
+_UNREACHABLE = tuple(
+    getattr(kafka.errors, name) for name in ("KafkaTimeoutError", "NoBrokersAvailable") if hasattr(kafka.errors, name)
+)
+"""What building a kafka-python producer raises when no broker answers: `KafkaTimeoutError`
+(kafka-python 3), `NoBrokersAvailable` (before 3)."""
 
 PUBLISHER_DEFAULTS: dict[str, Any] = {
     "client_id": "driftline-publisher",
     "linger_ms": 5,
     "max_block_ms": 10_000,
+    "bootstrap_timeout_ms": 10_000,
 }
 """kafka-python producer settings the publisher starts from: batch for 5 ms, and never block
-the serving path longer than 10 s when the broker is away (kafka-python's default is 60 s).
-kafka-python's own defaults (acks=all, idempotence) are kept. Any of them can be overridden."""
+the serving path longer than 10 s when the broker is away, neither on a send (kafka-python's
+default is 60 s) nor on the first connection (30 s). kafka-python's own defaults (acks=all,
+idempotence) are kept. Any of them can be overridden. (`bootstrap_timeout_ms` is left out
+with a kafka-python older than 2.1, which has no such setting.)"""
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
+
+class BrokerUnreachable(ConnectionError):
+    """The publisher could not reach any Kafka broker when it first needed one. The message is
+    one line naming the servers and how long it waited; the event was valid and was not sent."""
 
 
 class DriftlinePublisher:
@@ -64,6 +77,9 @@ class DriftlinePublisher:
     neither, the configuration comes from the environment (`DRIFTLINE_KAFKA__...`). Keyword
     arguments left over go to `kafka.KafkaProducer` and win over everything else, e.g.
     `linger_ms=20` or `compression_type="gzip"`. Thread-safe, like the producer under it.
+
+    Building the publisher checks the settings (a SASL protocol without its user fails here)
+    but does not connect: the producer is made on the first send, or when `producer` is read.
     """
 
     def __init__(
@@ -81,15 +97,25 @@ class DriftlinePublisher:
         self.limits = limits or EventLimits.default()
         self.predictions_topic = config.topics.predictions
         self.outcomes_topic = config.topics.outcomes
-        self._producer = KafkaProducer(**producer_settings(config, **{**PUBLISHER_DEFAULTS, **client_overrides}))
+        defaults = {name: value for name, value in PUBLISHER_DEFAULTS.items() if name in KafkaProducer.DEFAULT_CONFIG}
+        self._settings = producer_settings(config, **{**defaults, **client_overrides})
+        self._producer: KafkaProducer | None = None
+        self._closed = False
+        self._connect_lock = threading.Lock()
         self._lock = threading.Lock()
         self._failed = 0
         self._sent = 0
 
     @property
     def producer(self) -> KafkaProducer:
-        """The kafka-python producer underneath, for its `metrics()` and `config`."""
-        return self._producer
+        """The kafka-python producer underneath, for its `metrics()` and `config`; reading it
+        connects if the publisher has not yet (raising `BrokerUnreachable` if that fails)."""
+        return self._connected()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the producer underneath exists (made by a first send or by `producer`)."""
+        return self._producer is not None
 
     @property
     def sent(self) -> int:
@@ -118,25 +144,21 @@ class DriftlinePublisher:
         """Validate one prediction and send it to the predictions topic, keyed by `model_id`.
 
         `timestamp` is the event time (now, UTC, when omitted); a naive datetime is refused.
-        Raises `InvalidEvent` naming the field when the event would be refused by the worker."""
-        event: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "timestamp": _now() if timestamp is None else timestamp,
-            "model_id": model_id,
-            "model_version": model_version,
-            "prediction_id": prediction_id,
-            "features": features,
-            "prediction": prediction,
-        }
-        optional = {
-            "probabilities": probabilities,
-            "slices": slices,
-            "latency_ms": latency_ms,
-            "request_status": request_status,
-        }
-        event.update({name: value for name, value in optional.items() if value is not None})
-        raw = self._encode(event, PredictionEvent)
-        decode_prediction(raw, self.limits)
+        Raises `InvalidEvent` naming the field when the event would be refused by the worker
+        (nothing is sent), `BrokerUnreachable` when the first connection fails."""
+        raw, _ = prediction_record(
+            model_id=model_id,
+            prediction_id=prediction_id,
+            features=features,
+            prediction=prediction,
+            model_version=model_version,
+            timestamp=timestamp,
+            probabilities=probabilities,
+            slices=slices,
+            latency_ms=latency_ms,
+            request_status=request_status,
+            limits=self.limits,
+        )
         return self._send(self.predictions_topic, model_id, raw)
 
     def publish_outcome(
@@ -151,31 +173,32 @@ class DriftlinePublisher:
 
         `timestamp` is when the outcome became known (now, UTC, when omitted). Giving
         `model_id` lets the worker account for the label even if its prediction expired."""
-        event: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "timestamp": _now() if timestamp is None else timestamp,
-            "prediction_id": prediction_id,
-            "label": label,
-        }
-        if model_id is not None:
-            event["model_id"] = model_id
-        raw = self._encode(event, OutcomeEvent)
-        decode_outcome(raw, self.limits)
+        raw, _ = outcome_record(
+            prediction_id=prediction_id, label=label, timestamp=timestamp, model_id=model_id, limits=self.limits
+        )
         return self._send(self.outcomes_topic, prediction_id, raw)
 
-    def _encode(self, event: dict[str, Any], model: type[PredictionEvent | OutcomeEvent]) -> bytes:
-        try:
-            return orjson.dumps(event, option=_JSON_OPTIONS)
-        except (orjson.JSONEncodeError, TypeError):
-            # A value JSON cannot carry (a set, a Decimal, an object): let the model say which field.
-            try:
-                model.model_validate(event, context=self.limits.context())
-            except ValidationError as exc:
-                raise InvalidEvent(DeadLetterReason.schema, format_validation_error(exc)) from None
-            raise  # the model accepted it, so the encoder's own message is the best there is
+    def _connected(self) -> KafkaProducer:
+        producer = self._producer
+        if producer is not None:
+            return producer
+        with self._connect_lock:
+            if self._closed:
+                raise RuntimeError("this DriftlinePublisher is closed")
+            if self._producer is None:
+                try:
+                    self._producer = KafkaProducer(**self._settings)
+                except _UNREACHABLE:
+                    timeout_ms = self._settings.get("bootstrap_timeout_ms")
+                    within = f" within {timeout_ms / 1000:g} s" if timeout_ms is not None else ""
+                    raise BrokerUnreachable(
+                        f"no Kafka broker answered at {self.kafka_config.bootstrap_servers}{within}"
+                        " (kafka.bootstrap_servers); the event was not sent"
+                    ) from None
+            return self._producer
 
     def _send(self, topic: str, key: str, raw: bytes) -> FutureRecordMetadata:
-        future = self._producer.send(topic, value=raw, key=key.encode("utf-8"))
+        future = self._connected().send(topic, value=raw, key=key.encode("utf-8"))
         future.add_errback(self._on_failure, topic, key)
         with self._lock:
             self._sent += 1
@@ -187,19 +210,21 @@ class DriftlinePublisher:
         log.error("driftline: an event for %s (key %r) was not delivered: %s", topic, key, exc)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Send everything batched and wait for the broker's answers (at most `timeout` s)."""
-        self._producer.flush(timeout)
+        """Send everything batched and wait for the broker's answers (at most `timeout` s).
+        Nothing to do when nothing was ever sent."""
+        if self._producer is not None:
+            self._producer.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then close the connections. The publisher cannot be used afterwards."""
-        self._producer.close(timeout)
+        with self._connect_lock:
+            self._closed = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout)
 
     def __enter__(self) -> DriftlinePublisher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

@@ -45,6 +45,7 @@ def test_predictions_and_outcomes_arrive_keyed_and_intact(kafka_config):
     models = ["fraud", "churn", "credit"]
     sent_predictions, sent_outcomes = {}, {}
     with DriftlinePublisher(kafka_config) as publisher:
+        assert not publisher.connected  # it connects on the first send
         for i in range(300):
             model_id = models[i % 3]
             prediction_id = f"{model_id}-{i}"
