@@ -1,5 +1,9 @@
 """The `driftline` command. Each subcommand parses its options and calls the library; no
-monitoring logic lives here."""
+monitoring logic lives here.
+
+An expected failure (a missing or unreadable input, a folder that cannot be made, an unreadable
+configuration, no broker answering) ends the command with one line, `Error: <what>: <why>`, and
+a non-zero exit status; a traceback means a bug."""
 
 from __future__ import annotations
 
@@ -13,11 +17,65 @@ from monitor.contracts.config import ConfigError, FeatureType, load_config
 DEFAULT_SCHEMAS_DIR = Path("schemas")
 
 
+def _one_line(text: str) -> str:
+    """A message that may span lines (YAML parser errors do), as one line."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def _config(path: Path | None):
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_one_line(str(exc))) from None
+
+
+class _InputFile(click.Path):
+    """An existing, readable file. A bad one fails in one line (`Error: Invalid value for '--input':
+    File 'x.csv' does not exist.`), not with click's usage screen: it is the input that is
+    wrong, not the command line."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, readable=True, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            raise click.ClickException(exc.format_message()) from None
+
+
+def _output(path: Path) -> Path:
+    """`path`, once its folder exists (made with its parents when missing)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot create the folder {str(path.parent)!r} for {path}: {exc.strerror}"
+        ) from None
+    return path
+
+
+def _ensure_topics(kafka, wait_seconds: float) -> dict[str, int]:
+    """Create the topics, retrying an unreachable broker until `wait_seconds` have passed (each
+    attempt waits at most 10 s); then fail in one line naming the servers."""
+    import time
+
+    from kafka.errors import KafkaError
+
+    from monitor.stream.topics import TopicError, ensure_topics
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return ensure_topics(kafka)
+        except TopicError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KafkaError as exc:  # broker not reachable yet: retry until the deadline
+            if time.monotonic() >= deadline:
+                raise click.ClickException(
+                    f"kafka {kafka.bootstrap_servers}: no broker answered ({_one_line(str(exc))})"
+                ) from None
+            time.sleep(2.0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,7 +107,7 @@ def schemas(out_dir: Path, check: bool) -> None:
     "--input",
     "input_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="Training data: .csv, .parquet or .jsonl.",
 )
 @click.option("--model-id", required=True)
@@ -58,10 +116,12 @@ def schemas(out_dir: Path, check: bool) -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="Monitor config: declared feature types and caps.",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Profile JSON; its folder is made."
+)
 def reference(
     input_path: Path,
     model_id: str,
@@ -95,9 +155,13 @@ def reference(
                 if i % 10_000 == 0:
                     progress.update(task, completed=i)
         profile = builder.build()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    profile.save(out)
+    except (ValueError, OSError) as exc:  # unreadable content: name the file if the reader did not
+        message = _one_line(str(exc))
+        raise click.ClickException(message if str(input_path) in message else f"{input_path}: {message}") from None
+    try:
+        profile.save(_output(out))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
     types = profile.feature_types()
     numeric = sum(t == FeatureType.numeric for t in types.values())
     click.echo(
@@ -109,13 +173,13 @@ def reference(
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=_InputFile())
 @click.option(
     "--input",
     "inputs",
     required=True,
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="JSONL events in timestamp order; repeat to merge several files.",
 )
 @click.option("--alerts-out", required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -129,8 +193,11 @@ def replay(config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path,
     from monitor.replay import replay as run_replay
 
     config = _config(config_path)
-    dead_letters_out = dead_letters_out or alerts_out.with_suffix(".dead-letters.jsonl")
-    summary = run_replay(config, list(inputs), alerts_out, dead_letters_out, progress=sys.stderr.isatty())
+    dead_letters_out = _output(dead_letters_out or alerts_out.with_suffix(".dead-letters.jsonl"))
+    try:
+        summary = run_replay(config, list(inputs), _output(alerts_out), dead_letters_out, progress=sys.stderr.isatty())
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or 'replay'}: {exc.strerror or exc}") from None
     invalid = sum(summary.invalid.values())
     click.echo(
         f"replayed {summary.lines} lines in {summary.seconds:.2f} s ({summary.lines_per_second():,.0f}/s): "
@@ -163,15 +230,18 @@ def demo(out_dir: Path, predictions: int, max_seconds: float) -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="YAML configuration; DRIFTLINE_* environment variables win.",
 )
 @click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
-def worker(config_path: Path | None, loglevel: str) -> None:
+@click.option("--wait", "wait_seconds", default=60.0, show_default=True, help="Seconds to retry an unreachable broker.")
+def worker(config_path: Path | None, loglevel: str, wait_seconds: float) -> None:
     """A streaming worker (faust): predictions -> drift monitors -> alerts; run N of them to scale out."""
     from monitor.stream.worker import run_worker
 
-    run_worker(_config(config_path), loglevel=loglevel)
+    config = _config(config_path)
+    _ensure_topics(config.kafka, wait_seconds)  # the worker makes them too: this is where a missing broker shows
+    run_worker(config, loglevel=loglevel)
 
 
 @main.command()
@@ -189,30 +259,13 @@ def broker(port: int) -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="YAML configuration; DRIFTLINE_* environment variables win.",
 )
 @click.option("--wait", "wait_seconds", default=60.0, show_default=True, help="Seconds to retry an unreachable broker.")
 def topics(config_path: Path | None, wait_seconds: float) -> None:
     """Create Driftline's topics (idempotent) and print their partition counts; for deployments."""
-    import time
-
-    from kafka.errors import KafkaError
-
-    from monitor.stream.topics import TopicError, ensure_topics
-
-    kafka = _config(config_path).kafka
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            partitions = ensure_topics(kafka)
-            break
-        except TopicError as exc:
-            raise click.ClickException(str(exc)) from None
-        except KafkaError as exc:  # broker not reachable yet: retry until the deadline
-            if time.monotonic() >= deadline:
-                raise click.ClickException(f"kafka {kafka.bootstrap_servers}: {exc!r}") from None
-            time.sleep(2.0)
+    partitions = _ensure_topics(_config(config_path).kafka, wait_seconds)
     for name, count in partitions.items():
         click.echo(f"{name}: {count} partitions")
 
@@ -221,7 +274,7 @@ def topics(config_path: Path | None, wait_seconds: float) -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="YAML configuration with a `playbooks` section; DRIFTLINE_* environment variables win.",
 )
 @click.option("--dry-run", is_flag=True, help="Kill switch: every rule runs dry, whatever the config says.")
@@ -255,19 +308,21 @@ def playbooks(config_path: Path | None, dry_run: bool, loglevel: str) -> None:
 @click.option(
     "--alerts",
     "alerts_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="Alerts JSONL (`driftline replay --alerts-out`).",
 )
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_InputFile(),
     help="YAML configuration: read the alerts topic of its `kafka` section.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="[default: alert-ALERT_ID.html]")
 def explain(alert_id: str, alerts_path: Path | None, config_path: Path | None, out: Path | None) -> None:
     """An HTML page with one alert's evidence (ALERT_ID: an alert id, or a prefix of it or its fingerprint)."""
     import re
+
+    from kafka.errors import KafkaError
 
     from monitor.observability.explain import ExplainError
     from monitor.observability.explain import explain as write_page
@@ -277,9 +332,15 @@ def explain(alert_id: str, alerts_path: Path | None, config_path: Path | None, o
     out = out or Path(f"alert-{re.sub(r'[^A-Za-z0-9_.-]+', '_', alert_id)[:80]}.html")
     kafka = _config(config_path).kafka if config_path is not None else None
     try:
-        chosen, records, skipped = write_page(alert_id, out, alerts_path=alerts_path, kafka=kafka)
+        chosen, records, skipped = write_page(alert_id, _output(out), alerts_path=alerts_path, kafka=kafka)
     except ExplainError as exc:
         raise click.ClickException(str(exc)) from None
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"kafka {kafka.bootstrap_servers}: cannot read the alerts topic ({_one_line(str(exc))})"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
     alert = chosen.alert
     click.echo(
         f"{alert.kind.value} {alert.status.value} {alert.alert_id} ({records} records"

@@ -79,9 +79,13 @@ def ensure_topics(config: KafkaConfig, *, timeout_ms: int = 10_000) -> dict[str,
     """Create the missing topics; the partition count of every topic, created or not.
 
     Raises `TopicError` when the broker refuses a topic for another reason than its existence,
-    or when `predictions` and `outcomes` end up with different partition counts."""
+    or when `predictions` and `outcomes` end up with different partition counts, and kafka-python's
+    `KafkaTimeoutError` when no broker answers within `timeout_ms`."""
     names = topic_names(config)
-    admin = KafkaAdminClient(**admin_settings(config, client_id="driftline-topics", request_timeout_ms=timeout_ms))
+    settings = admin_settings(config, client_id="driftline-topics", request_timeout_ms=timeout_ms)
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python >= 2.1; 30 s by default
+        settings["bootstrap_timeout_ms"] = timeout_ms  # an unreachable broker fails within `timeout_ms` too
+    admin = KafkaAdminClient(**settings)
     try:
         changelogs = {changelog_topic(config, table) for table in STATE_TABLES}
         changelog_configs = {"cleanup.policy": "compact", "max.message.bytes": str(config.max_state_bytes)}
