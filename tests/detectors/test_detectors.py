@@ -81,20 +81,40 @@ def test_finds_a_planted_change(name):
         assert all(det.test(w).drifted for w in _windows(after, 500)), f"{name} missed a drifted window"
 
 
-@pytest.mark.parametrize("name", CALIBRATED)
-def test_stationary_false_alarms_near_the_calibrated_rate(name):
-    """run_length 10,000 on 100,000 stationary values: about 10 alarms expected; the tolerance is
-    generous (0 to 30) because the rate is an average over references, not a per-reference
-    guarantee; the seeds are fixed so the test is deterministic."""
+def _stationary_alarms(name: str, run_length: float, seeds: int = 3) -> int:
+    """False alarms on 100,000 stationary values after each of `seeds` references."""
     total = 0
-    for seed in range(3):
-        det, kind, rng = _fitted(name, run_length=10_000, seed=seed)
+    for seed in range(seeds):
+        det, kind, rng = _fitted(name, run_length=run_length, seed=seed)
         values = _stationary(kind, rng, 100_000)
         if isinstance(det, SequentialDetector):
             total += len(det.update_many(values))
         else:
             total += sum(det.test(w).drifted for w in _windows(values, 500))
-    assert 3 <= total <= 90, f"{name}: {total} alarms, about 30 expected"
+    return total
+
+
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_stationary_false_alarms_near_the_calibrated_rate(name):
+    """run_length 10,000 on 100,000 stationary values after each of 3 references: 30 alarms
+    expected in all. Poisson noise alone keeps 99.9 % of totals within 14..50; each reference's
+    calibrated threshold adds its own error (the rate is an average over references, not a
+    per-reference guarantee: single references give 4 to 18 where 10 are expected), so the bound
+    is 10..60: a detector three times too quiet (or silent) fails, and so does one spending more
+    than twice its false-alarm budget. The seeds are fixed so the test is deterministic
+    (totals seen: 18 to 44 with river 0.26.1, numpy 2)."""
+    total = _stationary_alarms(name, run_length=10_000)
+    assert 10 <= total <= 60, f"{name}: {total} alarms, 30 expected"
+
+
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_a_longer_run_length_means_fewer_false_alarms(name):
+    """run_length 40,000: 7.5 alarms expected over the 3 references; at most twice that. With
+    windows of 500 values, run_length 10,000 is the same as a fixed p < 0.05 per window, so the
+    test above cannot tell calibration from a fixed p-value; a detector that ignores
+    `run_length` raises about 30 here and fails (totals seen: 1 to 11)."""
+    total = _stationary_alarms(name, run_length=40_000)
+    assert total <= 15, f"{name}: {total} alarms, 7.5 expected"
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -16,7 +16,6 @@ from evaluation_streams import active, binary_stream, drive, inactive, scored_st
 
 from monitor.contracts.alert import AlertKind
 from monitor.contracts.config import MonitorConfig
-from monitor.detectors import registry
 from monitor.evaluation.evaluator import ModelEvaluator
 from monitor.evaluation.join import JoinedOutcome, JoinStore
 
@@ -75,7 +74,6 @@ def test_labelled_reference_replaces_the_warm_up():
     assert alarms and alarms[0].offset < run.offsets_of_outcomes[500]  # no warm-up to wait for
 
 
-@pytest.mark.skipif("cusum" not in registry.DETECTORS, reason="the numeric cusum detector is not registered")
 def test_regression_mae_jump_raises_performance_degradation():
     rng = np.random.default_rng(14)
     evaluator = ModelEvaluator("price", config())
@@ -89,6 +87,7 @@ def test_regression_mae_jump_raises_performance_degradation():
     findings = evaluator.observe_outcomes(records, offsets=list(range(9000))) + evaluator.flush()
     alarms = active(findings, AlertKind.performance_degradation)
     assert alarms and 6000 <= alarms[0].offset < 6500
+    assert alarms[0].evidence.detector == "cusum"  # absolute errors feed the numeric cusum
     assert alarms[0].evidence.details["mae_recent"] > alarms[0].evidence.details["mae_reference"]
     assert evaluator.metrics()["overall"]["mae"] > 0
 
