@@ -27,11 +27,13 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from worker_support import start_worker, stop_worker
 
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterReason
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.contracts.validation import InvalidEvent, decode_any, decode_outcome, decode_prediction
 from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.stream.records import decode_state
 from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +166,7 @@ def _run_hostile_stream(tmp_path: Path, kafka_config: KafkaConfig, hostile_count
             metadata = future.get(timeout=10)
             if kind == "valid":
                 valid += 1
+                last_valid = raw
             else:
                 expected[(metadata.partition, metadata.offset)] = (kind, raw, reason)
         producer.close()
@@ -192,11 +195,26 @@ def _run_hostile_stream(tmp_path: Path, kafka_config: KafkaConfig, hostile_count
             assert MESSAGE_START.match(letter.error), letter.error
             assert letter.original() == raw, kind
         assert events == valid, f"{events} valid predictions counted, {valid} sent:\n{tail}"
-        time.sleep(1.0)  # a double count would show as a later record
-        for record in changelog:
-            if json.loads(record.key) == MODEL:
-                events = _model_events(record.value)
-        assert events == valid
+        # A sentinel: one more valid prediction on the model's partition. The worker applies a
+        # partition in order and saves the model's state at checkpoints, after what it read
+        # before; the first saved count that includes the sentinel is exact, with no sleep
+        # standing in for "nothing else was counted".
+        sentinel = {**json.loads(last_valid), "prediction_id": "sentinel"}
+        producer = KafkaProducer(**producer_settings(kafka_config))
+        try:
+            key, value = MODEL.encode(), json.dumps(sentinel).encode()
+            at = producer.send(kafka_config.topics.predictions, key=key, value=value).get(timeout=10)
+        finally:
+            producer.close()
+        covered = 0
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and worker.poll() is None and covered <= at.offset:
+            for record in changelog:
+                if json.loads(record.key) == MODEL:
+                    state, positions = decode_state(record.value)
+                    events, covered = state["drift"]["events"], positions.get(str(at.partition), 0)
+        assert covered > at.offset, f"no saved state covers the sentinel:\n{log.read_text(errors='replace')[-4000:]}"
+        assert events == valid + 1, f"{events} predictions counted, {valid} and a sentinel sent:\n{tail}"
         assert worker.poll() is None, f"the worker died:\n{log.read_text(errors='replace')[-4000:]}"
     finally:
         letters_consumer.close()
@@ -239,7 +257,7 @@ def test_a_rarely_present_categorical_feature_does_not_stop_the_model():
         )
         for i in range(400)
     ]
-    monitor.observe(events, list(range(len(events))), [], [])
+    monitor.observe(PredictionBatch.from_events(events, range(len(events))), [], [])
     assert monitor.drift.events == len(events)
     assert "country/category_cusum" in monitor.drift.unfitted  # said, not silently dropped
     watched = {d.name for d in monitor.drift.features["country"].sequential + monitor.drift.features["country"].tests}

@@ -3,6 +3,7 @@ together raise the same alerts as one worker on the same events."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -11,15 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from worker_support import log_tail, metrics_port, start_worker, stop_worker
 
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import KafkaConfig
-from monitor.stream.kafka_settings import consumer_settings
-from monitor.stream.records import partition_for
-from monitor.stream.topics import ensure_topics
+from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.stream.records import decode_state, partition_for
+from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 pytestmark = pytest.mark.broker
 
@@ -73,28 +74,81 @@ def _wait_for_assignment(log: Path, worker, timeout: float = 30.0) -> None:
     raise AssertionError(f"worker not ready:\n{log_tail(log)}")
 
 
-def _alerts(kafka_config: KafkaConfig, expected: int, timeout: float = 60.0) -> list[Alert]:
-    consumer = KafkaConsumer(
-        kafka_config.topics.alerts,
-        **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=1000),
+def _held(log: Path, topic: str) -> set[int]:
+    """The partitions of `topic` a worker resumed after its latest assignment (its log's
+    `<topic>[<p>] resumes at` lines after the consumer's last `Setting newly assigned partitions`)."""
+    text = log.read_text(errors="replace")
+    latest = text[text.rfind("Setting newly assigned partitions") :] if "Setting newly assigned" in text else ""
+    return {int(p) for p in re.findall(rf"{re.escape(topic)}\[(\d+)\] resumes at", latest)}
+
+
+def _wait_for_split(logs: list[Path], topic: str, partitions: int, timeout: float = 45.0) -> None:
+    """Until every worker of a group holds some partitions of `topic` after its latest assignment,
+    no partition twice and none left over: the rebalance that followed the last join is done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = [_held(log, topic) for log in logs]
+        if all(held) and sum(map(len, held)) == partitions and set().union(*held) == set(range(partitions)):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{topic} not split between the workers: {held}\n" + "\n".join(map(log_tail, logs)))
+
+
+END = b"end of the test run"
+
+
+def _alerts(kafka_config: KafkaConfig, models: list[str], timeout: float = 60.0) -> list[Alert]:
+    """Every alert the worker(s) raised on the run, read exactly, with no quiet period standing in
+    for "no more alerts": first the saved states of every model must cover all `EVENTS` (a
+    worker flushes what it sent, alerts included, before it saves a state, and these settings
+    close count windows only: no timer raises one later), then an end marker goes to every
+    partition of the alerts topic, and each partition is read up to its marker."""
+    changelog = KafkaConsumer(
+        changelog_topic(kafka_config, MODEL_STATE_TABLE),
+        **consumer_settings(kafka_config, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=300),
     )
-    alerts: list[Alert] = []
+    events: dict[str, int] = {}
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            alerts += [Alert.model_validate_json(record.value) for record in consumer]
-            if len({a.model_id for a in alerts if a.kind == "feature_drift"}) >= expected:
-                time.sleep(3.0)  # the rest of the run's alerts
-                alerts += [Alert.model_validate_json(record.value) for record in consumer]
-                break
+        while time.monotonic() < deadline and any(events.get(model, 0) < EVENTS for model in models):
+            for record in changelog:
+                state, _ = decode_state(record.value)
+                events[json.loads(record.key)] = state["drift"]["events"]
+    finally:
+        changelog.close()
+    assert all(events.get(model, 0) >= EVENTS for model in models), f"saved states cover {events}"
+
+    topic = kafka_config.topics.alerts
+    producer = KafkaProducer(**producer_settings(kafka_config))
+    try:
+        partitions = sorted(producer.partitions_for(topic))
+        for partition in partitions:
+            producer.send(topic, value=END, partition=partition).get(timeout=10)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(**consumer_settings(kafka_config, group_id=None, enable_auto_commit=False))
+    alerts: list[Alert] = []
+    open_partitions = set(partitions)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.seek_to_beginning()
+        while open_partitions and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    if tp.partition not in open_partitions:
+                        break
+                    if record.value == END:
+                        open_partitions.discard(tp.partition)
+                    else:
+                        alerts.append(Alert.model_validate_json(record.value))
     finally:
         consumer.close()
+    assert not open_partitions, f"no end marker read back on partitions {sorted(open_partitions)} of {topic}"
     return alerts
 
 
 def test_two_workers_split_the_partitions_and_raise_the_same_alerts_as_one(tmp_path, kafka_config):
     models = _models(kafka_config.partitions)
-    drifting = len(models) // 2
     one = kafka_config
     two = kafka_config.model_copy(
         update={
@@ -114,11 +168,12 @@ def test_two_workers_split_the_partitions_and_raise_the_same_alerts_as_one(tmp_p
     try:
         for name, worker in workers.items():
             _wait_for_assignment(tmp_path / f"{name}.log", worker)
-        time.sleep(2.0)  # the pair's rebalance after the second one joined
+        # the pair's rebalance after the second one joined: a partition moved later would be monitored by both
+        _wait_for_split([tmp_path / "pair-a.log", tmp_path / "pair-b.log"], two.topics.predictions, two.partitions)
         _publish(one, models)
         _publish(two, models)
-        single = _alerts(one, drifting)
-        pair = _alerts(two, drifting)
+        single = _alerts(one, models)
+        pair = _alerts(two, models)
         logs = "\n".join(f"--- {name}\n{log_tail(tmp_path / f'{name}.log', 1500)}" for name in workers)
         assert all(w.poll() is None for w in workers.values()), logs
 

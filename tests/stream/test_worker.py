@@ -153,6 +153,32 @@ def _wait_for_events(consumer: KafkaConsumer, states: dict, worker: subprocess.P
     )
 
 
+def _after_a_sentinel(
+    kafka_config: KafkaConfig,
+    consumer: KafkaConsumer,
+    states: dict,
+    worker: subprocess.Popen,
+    offset: int,
+    log: Path,
+    noise_features: int = 0,
+) -> dict:
+    """Publish one more prediction of the model (the next, `offset`, of its partition) and return
+    the first saved state that covers it. The worker applies a partition in order and saves its
+    states only at checkpoints, after what it read before: so a state that covers the sentinel
+    has applied everything read before it, and a count is exact, with no sleep standing in for
+    "nothing else happened" (a double count would show in its `events`)."""
+    _publish_predictions(kafka_config, offset, offset + 1, noise_features)
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and worker.poll() is None:
+        state = _latest_state(consumer, states).get(MODEL)
+        if state is not None and sum(state["covered"].values()) > offset:
+            return state
+    raise AssertionError(
+        f"no saved state covers the sentinel at offset {offset}: {states.get(MODEL, {}).get('covered')}\n"
+        + log.read_text(errors="replace")[-3000:]
+    )
+
+
 def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_config):
     """SIGKILL after a first half, restart, second half: the state recovered from the changelog
     has counted each event exactly once, whatever the consumer group had committed. 100
@@ -176,11 +202,10 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
 
         second = _start_worker(tmp_path, kafka_config, warmup=2000)
         _publish_predictions(kafka_config, 700, 1000, noise_features=98)
-        state = _wait_for_events(changelog, states, second, 1000, tmp_path / "worker.log")
-        time.sleep(1.0)  # a double count would show as a later, larger record
-        state = _latest_state(changelog, states)[MODEL]
-        assert state["monitor"]["drift"]["events"] == 1000
-        assert sum(state["covered"].values()) == 1000  # one partition holds the model: next offset 1000
+        _wait_for_events(changelog, states, second, 1000, tmp_path / "worker.log")
+        state = _after_a_sentinel(kafka_config, changelog, states, second, 1000, tmp_path / "worker.log", 98)
+        assert state["monitor"]["drift"]["events"] == 1001  # the 1,000 and the sentinel, each once
+        assert sum(state["covered"].values()) == 1001  # one partition holds the model: next offset 1001
         assert second.poll() is None
         assert state["bytes"] > 1_000_000
         # It resumed at the position it saved after the state (so at most 700), not at faust's
@@ -234,11 +259,10 @@ def test_a_state_too_large_to_save_is_replayed_after_a_kill_not_lost(tmp_path, k
 
         second = _start_worker(tmp_path, kafka_config, warmup=2000)
         _publish_predictions(kafka_config, 700, 1000, noise_features=98)
-        state = _wait_for_events(changelog, states, second, 1000, log)
-        time.sleep(1.0)  # a double count would show as a later, larger record
-        state = _latest_state(changelog, states)[MODEL]
-        assert state["monitor"]["drift"]["events"] == 1000
-        assert sum(state["covered"].values()) == 1000
+        _wait_for_events(changelog, states, second, 1000, log)
+        state = _after_a_sentinel(kafka_config, changelog, states, second, 1000, log, noise_features=98)
+        assert state["monitor"]["drift"]["events"] == 1001  # the 1,000 and the sentinel, each once
+        assert sum(state["covered"].values()) == 1001
         # no position was saved past the last saved state: the restart read from there again
         text = log.read_text(errors="replace")
         resumes = r"predictions\.\S+\[\d+\] resumes at (?:its saved offset|the start of its log[^:]*:) (\d+)"
@@ -308,10 +332,10 @@ def test_worker_resumes_at_its_saved_positions_not_at_a_commit_past_them(tmp_pat
         _drain_with_faust(tmp_path, kafka_config, committed=500)
 
         second = _start_worker(tmp_path, kafka_config)
-        state = _wait_for_events(changelog, states, second, 500, tmp_path / "worker.log")
-        time.sleep(1.0)  # a double count would show as a later, larger record
-        assert _latest_state(changelog, states)[MODEL]["monitor"]["drift"]["events"] == 500
-        assert sum(state["covered"].values()) == 500
+        _wait_for_events(changelog, states, second, 500, tmp_path / "worker.log")
+        state = _after_a_sentinel(kafka_config, changelog, states, second, 500, tmp_path / "worker.log")
+        assert state["monitor"]["drift"]["events"] == 501  # the 500 and the sentinel, each once
+        assert sum(state["covered"].values()) == 501
         assert "resumes at its saved offset 300 (committed: 500)" in (tmp_path / "worker.log").read_text()
     finally:
         changelog.close()
