@@ -42,7 +42,7 @@ from kafka.producer.future import FutureRecordMetadata
 from monitor.client.events import outcome_record, prediction_record
 from monitor.contracts.config import KafkaConfig, load_config
 from monitor.contracts.limits import EventLimits
-from monitor.stream.kafka_settings import producer_settings
+from monitor.stream.kafka_settings import close_producer, producer_settings
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +216,14 @@ class DriftlinePublisher:
             self._producer.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then close the connections. The publisher cannot be used afterwards."""
+        """Flush, then close the connections. The publisher cannot be used afterwards. What the
+        broker has not taken after `timeout` s is dropped, each event counted in `failed` and
+        logged (kafka-python's own `close` would raise and leave the producer open)."""
         with self._connect_lock:
             self._closed = True
             producer, self._producer = self._producer, None
         if producer is not None:
-            producer.close(timeout)
+            close_producer(producer, timeout=threading.TIMEOUT_MAX if timeout is None else timeout)
 
     def __enter__(self) -> DriftlinePublisher:
         return self

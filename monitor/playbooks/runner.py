@@ -31,7 +31,7 @@ from monitor.contracts.retrain import PlaybookDecision
 from monitor.playbooks.actions import ActionExecutor
 from monitor.playbooks.audit import AuditTrail
 from monitor.playbooks.engine import OnDecision, PlaybookEngine
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.stream.kafka_settings import close_producer, consumer_settings, producer_settings
 from monitor.stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class PlaybookRunner:
         for closing in (
             lambda: consumer is not None and consumer.close(autocommit=False),
             lambda: self._producer is not None and self._producer.flush(timeout=SEND_TIMEOUT_SECONDS),
-            lambda: self._producer is not None and self._producer.close(timeout=5),
+            lambda: self._producer is not None and close_producer(self._producer, timeout=5),
         ):
             try:
                 closing()

@@ -23,10 +23,13 @@ False
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
 from monitor.contracts.config import KafkaConfig
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_CONSUMER = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}
 """kafka-python group settings for the embedded broker: a joining member waits 3 s, not 23 s."""
@@ -93,6 +96,30 @@ def client_settings(config: KafkaConfig) -> dict[str, Any]:
 def producer_settings(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for `kafka.KafkaProducer`; `overrides` win."""
     return {**client_settings(config), **overrides}
+
+
+def close_producer(producer: Any, timeout: float) -> bool:
+    """Close a kafka-python producer within about `timeout` s; False if records the broker had not
+    taken by then were dropped (their futures fail, so their errbacks see it).
+
+    kafka-python's `close` flushes first and, when that times out (the broker is away), raises
+    `KafkaTimeoutError` and leaves the producer open; its `__del__` then tries again at garbage
+    collection, and the error surfaces there as an unraisable exception, in whatever code runs
+    then. Here such a producer is force-closed: its sender stops and aborts what it still holds,
+    and the second `close` has nothing left to flush."""
+    import kafka.errors
+
+    try:
+        producer.close(timeout=timeout)
+        return True
+    except kafka.errors.KafkaTimeoutError:
+        sender = getattr(producer, "_sender", None)  # kafka-python has no public force-close
+        if sender is not None:
+            sender.force_close()
+            sender.join(timeout)
+        producer.close(timeout=0)
+        log.warning("Kafka producer closed after %g s with records the broker had not taken: dropped", timeout)
+        return False
 
 
 def consumer_settings(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:

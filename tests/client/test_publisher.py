@@ -162,3 +162,65 @@ def test_nan_features_travel_as_missing(kafka_config):
         ).get(timeout=10)
     (record,) = _read_all(kafka_config, kafka_config.topics.predictions, expected=1)
     assert decode_prediction(record.value).features == {"x": None}
+
+
+@pytest.fixture
+def stoppable_broker():
+    """A broker of the test's own, to stop while a producer still holds records."""
+    from monitor.stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(stop_timeout=0.5).start()  # it lingers on SIGTERM while clients are connected
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _unraisable_at_collection(drop) -> list:
+    """What `__del__` methods raise while `drop()` releases objects and the collector runs."""
+    import gc
+    import sys
+
+    caught: list = []
+    previous, sys.unraisablehook = sys.unraisablehook, caught.append
+    try:
+        drop()
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    return [item.exc_value for item in caught]
+
+
+def test_closing_with_the_broker_gone_drops_what_it_holds_and_leaks_nothing(stoppable_broker):
+    """kafka-python's close raises KafkaTimeoutError when its flush times out and leaves the
+    producer open, to raise again from __del__ at garbage collection (an unraisable exception in
+    whatever test runs then). The publisher closes it for good and counts what was dropped."""
+    holder = {"publisher": DriftlinePublisher(bootstrap_servers=stoppable_broker.bootstrap_servers, retries=1000)}
+    publisher = holder["publisher"]
+    publisher.publish_outcome(prediction_id="p-0", label=1).get(timeout=10)  # connected, metadata known
+    stoppable_broker.stop()
+    for i in range(1, 4):
+        publisher.publish_outcome(prediction_id=f"p-{i}", label=1)
+    started = time.monotonic()
+    publisher.close(timeout=0.5)  # no KafkaTimeoutError
+    assert time.monotonic() - started < 5
+    assert (publisher.sent, publisher.failed) == (4, 3)
+    del publisher
+    assert _unraisable_at_collection(holder.clear) == []
+
+
+def test_close_producer_closes_for_good_after_a_timeout(stoppable_broker):
+    from kafka import KafkaProducer
+
+    from monitor.stream.kafka_settings import close_producer
+
+    holder = {"producer": KafkaProducer(bootstrap_servers=stoppable_broker.bootstrap_servers, retries=1000)}
+    producer = holder["producer"]
+    producer.send("t", b"0").get(timeout=10)
+    stoppable_broker.stop()
+    futures = [producer.send("t", b"%d" % i) for i in range(1, 4)]
+    assert close_producer(producer, timeout=0.5) is False
+    assert all(future.is_done and future.failed() for future in futures)
+    assert close_producer(producer, timeout=0.5) is True  # closed already: nothing to do
+    del producer
+    assert _unraisable_at_collection(holder.clear) == []

@@ -124,9 +124,8 @@ def test_runner_acts_once_per_case_and_not_again_after_a_restart(tmp_path, kafka
             make_alert("data_quality", feature="age").model_dump_json().encode(),
             make_alert("feature_drift", feature="age").model_dump_json().encode(),  # muted by the one above
         ]
-        producer = KafkaProducer(**producer_settings(kafka_config))
         config = _config(kafka_config, tmp_path, "first", rules)
-        with Running(config) as first:
+        with KafkaProducer(**producer_settings(kafka_config)) as producer, Running(config) as first:
             for raw in alerts:
                 producer.send(kafka_config.topics.alerts, key=b"fraud", value=raw)
             producer.flush(timeout=10)
@@ -189,8 +188,7 @@ def test_a_storm_of_1000_alerts_acts_no_more_than_the_rate_limit(tmp_path, kafka
             }
         ]
         config = _config(kafka_config, tmp_path, "storm", rules, rate_limit={"actions": 5, "per_seconds": 60})
-        producer = KafkaProducer(**producer_settings(kafka_config, linger_ms=5))
-        with Running(config) as running:
+        with KafkaProducer(**producer_settings(kafka_config, linger_ms=5)) as producer, Running(config) as running:
             started = time.monotonic()
             for i in range(1000):
                 alert = make_alert(model_id=f"model-{i}")
