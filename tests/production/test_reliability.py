@@ -173,8 +173,20 @@ def _saved_prediction_positions(kafka: KafkaConfig) -> int:
     return sum(offset for key, offset in saved.items() if key.startswith(f"{kafka.topics.predictions}:"))
 
 
+class UncountedAfterAnEmptyRestart(AssertionError):
+    """The known failure of the broker-restart test: the running worker did not count the
+    predictions published after the broker came back empty."""
+
+
 @pytest.mark.parametrize(
     "down_seconds", [pytest.param(6.0, id="6s-down"), pytest.param(30.0, id="30s-down", marks=pytest.mark.slow)]
+)
+@pytest.mark.xfail(
+    raises=UncountedAfterAnEmptyRestart,
+    strict=False,
+    reason="known limitation: a running worker whose broker came back empty resumes past the end of the "
+    "recreated topics and counts nothing new until their offsets pass its saved positions; restarting "
+    "the worker recovers (see the docstring). Only this failure is expected: any other fails the test.",
 )
 def test_worker_and_playbook_runner_survive_a_broker_restart(tmp_path, down_seconds):
     """What is recovered, and how.
@@ -200,7 +212,10 @@ def test_worker_and_playbook_runner_survive_a_broker_restart(tmp_path, down_seco
       below its positions as taken already). Either way the new predictions, offsets 0..99 per
       partition, are not counted: `driftline_events_total` does not grow, and the worker saves
       nothing for them. It is not lost data on Kafka, but here the new events go uncounted
-      until the offsets pass the old positions. What an operator does: restart the worker. A
+      until the offsets pass the old positions. That is a known failure, not the behaviour
+      wanted: the test expects the running worker to count them, and fails with
+      `UncountedAfterAnEmptyRestart` (xfail), after checking everything else, when it does
+      not. What an operator does meanwhile: restart the worker. A
       new process starts from the (empty) changelogs with fresh states (the warm-up starts
       again) and no saved positions or committed offsets, so it reads the new topics from their
       start: it counts the events published since the broker restart and every one after; its
@@ -258,9 +273,15 @@ def test_worker_and_playbook_runner_survive_a_broker_restart(tmp_path, down_seco
         )
         # 400 new predictions, offsets 0..99 per partition: below where the worker resumes (150).
         _publish(kafka, Stream(400, models, seed=2))
-        time.sleep(5.0)  # two timer ticks: anything counted would show now
+        # Wanted: the running worker counts them. It reads a batch within a second and its timer
+        # ticks every 2 s, so 10 s is ample; today it never does (the known failure, raised at the end).
+        try:
+            _wait(lambda: _predictions_counted(port) == 1000, 10, "the running worker to count the 400 new", log)
+            counted_live = None
+        except AssertionError:
+            counted_live = _predictions_counted(port)
+        assert counted_live in (None, 600), f"{counted_live} counted: neither all the new events nor none of them"
         assert worker.poll() is None, log_tail(log)
-        assert _predictions_counted(port) == 600, "the running worker counted events after the broker restart"
         assert "Traceback" not in log.read_text(errors="replace"), log_tail(log, 6000)
 
         # The operator restarts the worker: it counts the 400 and what is published from now on,
@@ -268,7 +289,9 @@ def test_worker_and_playbook_runner_survive_a_broker_restart(tmp_path, down_seco
         stop_worker(worker)
         worker = start_worker(tmp_path, kafka, RESTART_SETTINGS, name="worker-restarted")
         log = tmp_path / "worker-restarted.log"
-        port = metrics_port(log)
+        # Its group join can take two rounds on the embedded broker (5 s each, and a SyncGroup that
+        # went unanswered for 9 s in one run) before faust starts and it logs its metrics port.
+        port = metrics_port(log, timeout=60)
         _drifting(kafka, "drifting-model", 1200, shift_from=600)
         _wait(lambda: _predictions_counted(port) >= 1600, 45, "the restarted worker to count 400 + 1200", log)
 
@@ -286,3 +309,7 @@ def test_worker_and_playbook_runner_survive_a_broker_restart(tmp_path, down_seco
         if worker is not None:
             stop_worker(worker)
         broker.stop()
+    if counted_live is not None:  # after everything else passed: the known failure, and only it, is xfail
+        raise UncountedAfterAnEmptyRestart(
+            f"the running worker counted {counted_live - 600} of the 400 predictions published after the restart"
+        )
