@@ -134,3 +134,48 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path):
 def test_an_unreachable_broker_is_one_line_naming_it(tmp_path):
     result = run("topics", "--wait", "0", cwd=tmp_path, env={"DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": NOWHERE}, timeout=60)
     assert_one_line_error(result, f"kafka {NOWHERE}: no broker answered")
+
+
+def test_a_reference_too_small_for_the_budget_is_one_warning_saying_how_many_rows_would_do(tmp_path):
+    write_training_csv(tmp_path / "train.csv", rows=300)
+    result = run("reference", "--input", "train.csv", "--model-id", "fraud", "--out", "ref.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ref.json").is_file()  # a warning, not a refusal
+    (line,) = result.stderr.strip().splitlines()
+    # amount (cusum, ks), country (3 categorical detectors), the prediction (cusum, ks): 7 detectors
+    assert line == (
+        "warning: 300 reference rows are too few for the false-alarm budget (0.1 a day over 1,000,000 events,"
+        " 7 detectors): about 4,300 rows would do"
+    )
+
+
+def test_a_reference_large_enough_gives_no_warning(tmp_path):
+    write_training_csv(tmp_path / "train.csv", rows=4300)
+    result = run("reference", "--input", "train.csv", "--model-id", "fraud", "--out", "ref.json", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_the_rows_needed_follow_the_configuration(tmp_path):
+    """A detector watching for larger shifts (a larger CUSUM allowance) or a larger false-alarm
+    budget needs fewer rows: 300 then do."""
+    write_training_csv(tmp_path / "train.csv", rows=300)
+    (tmp_path / "coarse.yaml").write_text("detectors: {params: {cusum: {mean_shifts: [1.0]}}}\n")
+    args = ("reference", "--input", "train.csv", "--model-id", "fraud", "--out", "ref.json", "--config")
+    result = run(*args, "coarse.yaml", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_rows_needed_by_the_rule():
+    from monitor.cli import rows_needed
+    from monitor.contracts.config import FeatureType, load_config
+
+    config = load_config(None)
+    model = config.model("fraud")
+    types = {"a": FeatureType.numeric, "b": FeatureType.numeric, "c": FeatureType.numeric}
+    types |= {"country": FeatureType.categorical, "__prediction__": FeatureType.numeric}
+    # 3 x 2 numeric + 3 categorical + 2 on the score + 1 multivariate; R = 1e7 / 0.5 x 12 = 2.4e8
+    assert rows_needed(config, model, types) == (4500, 12)
+    budget = config.model_copy(
+        update={"alerting": config.alerting.model_copy(update={"false_alarms_per_model_per_day": 100.0})}
+    )
+    assert rows_needed(budget, model, types) == (1900, 12)  # R = 2.4e5: (ln R / (0.125 ln 10))^2 = 1,853
