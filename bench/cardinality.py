@@ -36,6 +36,7 @@ import msgpack
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from monitor.contracts.batch import columns_of  # noqa: E402
 from monitor.contracts.config import MonitorConfig  # noqa: E402
 from monitor.contracts.events import OutcomeEvent, PredictionEvent  # noqa: E402
 from monitor.contracts.limits import EventLimits  # noqa: E402
@@ -177,7 +178,7 @@ def run_flood(
         while done < mark:
             stop = min(done + BATCH, mark)
             batch = _events(done, stop, distinct_values, distinct_slices, rng)
-            raised = fleet.observe(batch, list(range(offset, offset + len(batch))))
+            raised = fleet.observe(*columns_of(batch, range(offset, offset + len(batch))))
             alerts += sum(1 for r in raised if r.alert.kind == "data_quality" and r.alert.feature == FEATURE)
             offset += len(batch)
             done = stop

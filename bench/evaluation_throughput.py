@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from monitor.contracts.batch import PredictionBatch  # noqa: E402
 from monitor.contracts.config import MonitorConfig  # noqa: E402
 from monitor.contracts.events import OutcomeEvent, PredictionEvent  # noqa: E402
 from monitor.evaluation.evaluator import ModelEvaluator  # noqa: E402
@@ -188,7 +189,7 @@ def throughput(data: Data, config: MonitorConfig, repeat: int) -> list[tuple[str
         for i in range(m):
             event = predictions[i]
             store.add_prediction(event)
-            evaluator.observe_prediction(event, 2 * i)
+            evaluator.observe_predictions(PredictionBatch.from_events([event], [2 * i]))
             if i >= DELAY:
                 record = store.add_outcome(outcomes[i - DELAY])
                 if record is not None:

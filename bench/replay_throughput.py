@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.events import PredictionEvent
 from monitor.monitoring.fleet import FleetMonitor
@@ -72,7 +73,7 @@ def state_per_feature(n_events: int) -> dict[str, float]:
             )
             for i in range(batch)
         ]
-        fleet.observe(events, list(range(start, start + batch)))
+        fleet.observe(PredictionBatch.from_events(events, range(start, start + batch)))
         if start + batch in (n_events // 10, n_events):
             features = fleet.models["bench"].drift.features
             sizes[start + batch] = {

@@ -46,6 +46,7 @@ from kafka_throughput import (
     publish,
 )
 
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import KafkaConfig, MonitorConfig
 from monitor.contracts.validation import decode_prediction
 from monitor.monitoring.fleet import ModelMonitor
@@ -172,7 +173,7 @@ def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
     for by_model in batches:  # as the worker does: observe each model of a batch, then save its state
         started = time.perf_counter(), time.process_time()
         for model_id, (predictions, offsets) in by_model.items():
-            monitors[model_id].observe(predictions, offsets, [], [])
+            monitors[model_id].observe(PredictionBatch.from_events(predictions, offsets), [], [])
         clock("core", started)
         started = time.perf_counter(), time.process_time()
         for model_id, (_, offsets) in by_model.items():

@@ -14,19 +14,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import orjson
 
+from monitor.contracts.batch import decode_batch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterSource
-from monitor.contracts.events import OutcomeEvent, PredictionEvent
-from monitor.contracts.validation import InvalidEvent, decode_any
 from monitor.monitoring.fleet import FleetMonitor, RaisedAlert
 
 BATCH_LINES = 1024
-"""Lines decoded before the monitor sees them; alerts still carry each event's own offset."""
+"""Lines decoded together into columns before the monitor sees them; alerts still carry each
+event's own offset."""
 
 
 @dataclass
@@ -42,23 +44,47 @@ class ReplaySummary:
         return self.lines / self.seconds if self.seconds else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    raw: bytes
-    file_index: int
-    number: int
+@dataclass(slots=True)
+class _Lines:
+    """One batch of input lines that are not blank: the raw bytes (newline removed), each line's
+    number in its file, and which file (an index into the inputs)."""
+
+    raws: list[bytes]
+    numbers: list[int]
+    files: list[int]
+    read: int
+    """Lines read, blank ones included."""
+    size: int
+    """Bytes read, newlines included (for the progress bar)."""
+
+    def positions(self, n_inputs: int) -> np.ndarray:
+        """Each event's position for the monitor encodes its file and line (the evaluator may
+        raise an alert for an event of an earlier batch, so no per-batch map would do)."""
+        return np.asarray(self.numbers, dtype=np.int64) * n_inputs + np.asarray(self.files, dtype=np.int64)
 
 
-def _lines(handle: BinaryIO, file_index: int) -> Iterator[_Line]:
-    for number, raw in enumerate(handle):
-        yield _Line(raw.rstrip(b"\r\n"), file_index, number)
+def _batches(handles: Sequence[BinaryIO]) -> Iterator[_Lines]:
+    """The inputs' lines, `BATCH_LINES` at a time; several inputs are merged by timestamp."""
+    if len(handles) == 1:
+        numbered: Iterator[tuple[bytes, int, int]] = ((raw, 0, n) for n, raw in enumerate(handles[0]))
+    else:
+        streams = [((raw, i, n) for n, raw in enumerate(handle)) for i, handle in enumerate(handles)]
+        numbered = heapq.merge(*streams, key=_timestamp_key)
+    while chunk := list(islice(numbered, BATCH_LINES)):
+        raws, files, numbers = zip(*chunk, strict=True)
+        size = sum(map(len, raws))
+        raws = [raw.rstrip(b"\r\n") for raw in raws]
+        kept = [i for i, raw in enumerate(raws) if raw.strip()]  # blank lines are skipped, not dead letters
+        if len(kept) < len(raws):
+            raws, files, numbers = ([column[i] for i in kept] for column in (raws, files, numbers))
+        yield _Lines(list(raws), list(numbers), list(files), len(chunk), size)
 
 
-def _timestamp_key(line: _Line) -> str:
+def _timestamp_key(line: tuple[bytes, int, int]) -> str:
     """Sort key for merging inputs: the raw timestamp text (ISO 8601 in UTC sorts as text);
     a line without one sorts first and is dead-lettered."""
     try:
-        return str(orjson.loads(line.raw).get("timestamp", ""))
+        return str(orjson.loads(line[0]).get("timestamp", ""))
     except (orjson.JSONDecodeError, AttributeError):
         return ""
 
@@ -77,55 +103,35 @@ def replay(
     limits = config.limits
     handles = [path.open("rb") for path in inputs]
     started = time.perf_counter()
+    n_inputs = len(inputs)
     try:
-        streams = [_lines(handle, i) for i, handle in enumerate(handles)]
-        lines = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_timestamp_key)
         with (
             alerts_out.open("wb") as alerts_file,
             dead_letters_out.open("wb") as dead_file,
             _progress(inputs, enabled=progress) as advance,
         ):
-            batch: list[PredictionEvent | OutcomeEvent] = []
-            # Each event's offset for the monitor encodes its file and line (the evaluator may
-            # raise an alert for an event of an earlier batch, so no per-batch map would do).
-            positions: list[int] = []
-            n_inputs = len(inputs)
 
-            def flush(final: bool = False) -> None:
-                raised_alerts = fleet.observe(batch, positions)
-                if final:
-                    raised_alerts += fleet.flush()
+            def write(raised_alerts: list[RaisedAlert]) -> None:
                 for raised in raised_alerts:
                     record = _alert_record(raised, n_inputs, inputs)
                     alerts_file.write(orjson.dumps(record) + b"\n")
                     if on_alert is not None:
                         on_alert(record)
                     summary.alerts[raised.alert.kind.value] += 1
-                batch.clear()
-                positions.clear()
 
-            for line in lines:
-                summary.lines += 1
-                advance(len(line.raw) + 1)
-                if not line.raw.strip():
-                    continue
-                try:
-                    event = decode_any(line.raw, limits)
-                except InvalidEvent as exc:
-                    summary.invalid[exc.reason.value] += 1
-                    source = DeadLetterSource(file=str(inputs[line.file_index]), line=line.number)
-                    dead_file.write(DeadLetter.of(line.raw, source, exc.reason, str(exc)).model_dump_json().encode())
-                    dead_file.write(b"\n")
-                    continue
-                if isinstance(event, PredictionEvent):
-                    summary.predictions += 1
-                else:
-                    summary.outcomes += 1
-                batch.append(event)
-                positions.append(line.number * n_inputs + line.file_index)
-                if len(batch) >= BATCH_LINES:
-                    flush()
-            flush(final=True)
+            for lines in _batches(handles):
+                summary.lines += lines.read
+                advance(lines.size)
+                decoded = decode_batch(lines.raws, lines.positions(n_inputs), limits)
+                for index, error in decoded.rejected:
+                    summary.invalid[error.reason.value] += 1
+                    source = DeadLetterSource(file=str(inputs[lines.files[index]]), line=lines.numbers[index])
+                    letter = DeadLetter.of(lines.raws[index], source, error.reason, str(error))
+                    dead_file.write(letter.model_dump_json().encode() + b"\n")
+                summary.predictions += len(decoded.predictions)
+                summary.outcomes += len(decoded.outcomes)
+                write(fleet.observe(decoded.predictions, decoded.outcomes))
+            write(fleet.flush())
     finally:
         for handle in handles:
             handle.close()

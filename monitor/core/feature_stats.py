@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -142,12 +142,17 @@ class CategoryStats:
         """Values not counted because `max_categories` distinct values were already kept."""
 
     def update(self, values: Iterable[str | None]) -> None:
-        batch = Counter(values)
-        nulls = batch.pop(None, 0)
+        self.add_counts(Counter(values))
+
+    def add_counts(self, counts: Mapping[str | None, int]) -> None:
+        """Add occurrences counted elsewhere (value -> count; None counts nulls)."""
+        nulls = counts.get(None, 0)
         self.nulls += nulls
         self.count += nulls
         frequencies = self.frequencies
-        for value, n in batch.items():
+        for value, n in counts.items():
+            if value is None:
+                continue
             self.count += n
             if value in frequencies:
                 frequencies[value] += n

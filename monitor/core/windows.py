@@ -8,18 +8,36 @@ never silently.
 
 >>> from monitor.contracts.config import WindowConfig
 >>> clock = WindowClock(WindowConfig(size_events=None, size_seconds=60, allowed_lateness_seconds=30))
->>> clock.assign(10.0), clock.assign(70.0), clock.advance(), clock.assign(95.0), clock.advance()
-(0, 1, [], 1, [0])
->>> clock.assign(20.0), clock.late_events
-(None, 1)
+>>> for segment in clock.segments(np.array([10.0, 70.0, 95.0, 20.0, 100.0])):
+...     segment.accepted.tolist(), segment.closes_at, segment.closed
+([0, 1, 2], 2, [0])
+([4], None, [])
+>>> clock.late_events
+1
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from monitor.contracts.config import WindowConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Events of a batch up to a window close (see `WindowClock.segments`)."""
+
+    accepted: np.ndarray
+    """Indices in the batch of the events in open windows, in order."""
+    closes_at: int | None
+    """Index of the event after which `closed` windows closed, or None."""
+    closed: list[int]
 
 
 class WindowClock:
@@ -37,33 +55,67 @@ class WindowClock:
         """Every window id at or below this is closed."""
         self.late_events = 0
 
-    def assign(self, timestamp: float) -> int | None:
-        """The window the event belongs to, or None when it is late (counted)."""
+    def segments(self, timestamps: np.ndarray) -> Iterator[Segment]:
+        """Assign a batch of events (their timestamps, in arrival order) to windows, cut where
+        windows close.
+
+        Each `Segment` holds the indices of the events it accepts (late ones are counted and
+        left out); when its last event completes windows, `closes_at` is that event's index and
+        `closed` the windows, oldest first. The work is per close, not per event."""
+        timestamps = np.asarray(timestamps, dtype=np.float64)
         if self.size_events is not None:
+            yield from self._count_segments(len(timestamps))
+        else:
+            yield from self._time_segments(timestamps)
+
+    def _count_segments(self, n: int) -> Iterator[Segment]:
+        start = 0
+        while start < n:
             window = self.open[-1] if self.open else self.closed_before + 1
             if self.counts.get(window, 0) >= self.size_events:
                 window += 1
-        else:
-            window = int(timestamp // self.size_seconds)
-            self.watermark = max(self.watermark, timestamp - self.lateness)
-        if window <= self.closed_before:
-            self.late_events += 1
-            return None
-        if window not in self.counts:
-            self.open.append(window)
-            self.open.sort()
-            self.counts[window] = 0
-        self.counts[window] += 1
-        return window
+            if window not in self.counts:
+                self.open.append(window)
+                self.counts[window] = 0
+            stop = min(n, start + self.size_events - self.counts[window])
+            self.counts[window] += stop - start
+            accepted = np.arange(start, stop)
+            if self.counts[window] >= self.size_events:
+                yield Segment(accepted, stop - 1, self.advance())
+            else:
+                yield Segment(accepted, None, [])
+            start = stop
 
-    def ready(self) -> bool:
-        """Whether `advance` would close a window (cheap, called after every event)."""
-        if not self.open:
-            return False
-        oldest = self.open[0]
-        if self.size_events is not None:
-            return self.counts[oldest] >= self.size_events
-        return (oldest + 1) * self.size_seconds <= self.watermark
+    def _time_segments(self, timestamps: np.ndarray) -> Iterator[Segment]:
+        size = self.size_seconds
+        windows = np.floor_divide(timestamps, size).astype(np.int64)
+        marks = np.maximum.accumulate(np.maximum(timestamps - self.lateness, self.watermark))
+        none_open = np.iinfo(np.int64).max
+        start, n = 0, len(timestamps)
+        while start < n:
+            ids = windows[start:]
+            late = ids <= self.closed_before
+            oldest = np.minimum.accumulate(np.where(late, none_open, ids))
+            if self.open:
+                oldest = np.minimum(oldest, self.open[0])
+            # A close is only noticed at an accepted event (a late one changes nothing else).
+            ready = ~late & (oldest != none_open) & ((oldest + 1) * size <= marks[start:])
+            found = bool(ready.any())
+            stop = int(ready.argmax()) + 1 if found else len(ids)
+            accepted = start + np.flatnonzero(~late[:stop])
+            self.late_events += stop - len(accepted)
+            self.watermark = float(marks[start + stop - 1])
+            for window, count in zip(*np.unique(windows[accepted], return_counts=True), strict=True):
+                window = int(window)
+                if window not in self.counts:
+                    self.counts[window] = 0
+                    bisect.insort(self.open, window)
+                self.counts[window] += int(count)
+            if found:
+                yield Segment(accepted, start + stop - 1, self.advance())
+            else:
+                yield Segment(accepted, None, [])
+            start += stop
 
     def advance(self) -> list[int]:
         """Close and return the windows that are complete, oldest first."""
@@ -89,8 +141,10 @@ class WindowClock:
 
         >>> from monitor.contracts.config import WindowConfig
         >>> clock = WindowClock(WindowConfig(size_events=None, size_seconds=60, allowed_lateness_seconds=30))
-        >>> clock.assign(10.0), clock.advance_to(80.0), clock.advance_to(95.0)
-        (0, [], [0])
+        >>> [segment.closed for segment in clock.segments(np.array([10.0]))]
+        [[]]
+        >>> clock.advance_to(80.0), clock.advance_to(95.0)
+        ([], [0])
         """
         if self.size_seconds is None:
             return []

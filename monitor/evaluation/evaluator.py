@@ -1,6 +1,6 @@
 """`ModelEvaluator`: one model's continuous evaluation, from its predictions and joined outcomes.
 
-The monitor feeds it, in order, the model's predictions (`observe_prediction`) and the joined
+The monitor feeds it, in order, the model's predictions (`observe_predictions`) and the joined
 records the `JoinStore` produced for the model (`observe_outcome`), and tells it when a window of
 the model's prediction stream closes (`close_window`). It does not own the join store: in
 streaming the join is partitioned by `prediction_id` and the evaluator by `model_id`.
@@ -35,7 +35,7 @@ alpha = its alarms per day / windows per day, split further over the versions or
 
 Calling it (one evaluator per model, in the worker that owns the model's partition):
 
-* every prediction of the model: `observe_prediction(event, offset)` (window counts for label
+* every batch of the model's predictions: `observe_predictions(batch)` (window counts for label
   coverage, CBPE, serving signals; without it, `labels_missing` and CBPE have nothing to judge);
 * every `JoinedOutcome` of the model (from `JoinStore.add_outcome` or, for an outcome that came
   first, `JoinStore.add_prediction`): `observe_outcome(joined, offset)`;
@@ -69,7 +69,7 @@ import hashlib
 import json
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
@@ -78,6 +78,7 @@ import numpy as np
 
 import monitor.detectors  # noqa: F401  (registers the detectors)
 from monitor.contracts.alert import AlertKind, Evidence
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import MonitorConfig
 from monitor.core.finding import Finding
 from monitor.detectors import registry
@@ -114,6 +115,7 @@ MAX_SCORE_HISTORY = 20
 a performance alert carries (`recent_scores`, `metric_by_version`)."""
 
 _NAN = math.nan
+_TYPE_OF = np.frompyfunc(type, 1, 1)
 
 
 def _time(t: float) -> datetime:
@@ -399,50 +401,49 @@ class ModelEvaluator:
 
     # ------------------------------------------------------------------ predictions
 
-    def observe_prediction(self, record: Any, offset: int | None = None) -> list[Finding]:
-        """A prediction of this model (`PredictionEvent`): serving signals, window counts, CBPE.
+    def observe_predictions(self, batch: PredictionBatch) -> list[Finding]:
+        """A batch of this model's predictions: serving signals, window counts, CBPE.
 
         Returns findings of a batch processed on the way (none today: the checks on predictions
         run when a window closes)."""
-        self.counters["predictions"] += 1
-        prediction = record.prediction
-        probabilities = record.probabilities
-        probability = positive_probability(probabilities, self.positive_name) if probabilities else _NAN
+        n = len(batch)
+        if n == 0:
+            return []
+        self.counters["predictions"] += n
+        predictions = batch.predictions
+        probabilities = batch.probabilities
+        probability = np.full(n, _NAN)
+        for i in np.flatnonzero(probabilities != None):  # noqa: E711 (elementwise)
+            probability[i] = positive_probability(probabilities[i], self.positive_name)
         if self.task is None:
-            self._decide_task(prediction, probability, probabilities)
-        self._p_time.append(record.timestamp.timestamp())
+            self._decide_task(predictions[0], float(probability[0]), probabilities[0])
+        positive = np.zeros(n, dtype=bool)
         if self.task == CLASSIFICATION:
-            if type(prediction) is float and is_score(prediction):
-                if math.isnan(probability):
-                    probability = prediction
-                positive = prediction >= 0.5
-            else:
-                positive = self._class(prediction) == self._positive_code
-        else:
-            positive = False
-        self._p_prob.append(probability)
-        self._p_positive.append(positive)
-        latency = record.latency_ms
-        status = record.request_status
-        if latency is not None or status is not None:
-            version = self._version_code.get(record.model_version)
+            score = np.equal(_TYPE_OF(predictions), float)
+            values = predictions[score].astype(float)
+            in_unit = (values >= 0.0) & (values <= 1.0) & (values != np.floor(values))  # `is_score`
+            score[score] = in_unit
+            values = values[in_unit]
+            positive[score] = values >= 0.5
+            probability[score] = np.where(np.isnan(probability[score]), values, probability[score])
+            classes = np.flatnonzero(~score)
+            if len(classes):
+                # True, 1 and 1.0 are one key here, and one class (`class_name`) too
+                chosen = list(predictions[classes])
+                is_positive = {value: self._class(value) == self._positive_code for value in dict.fromkeys(chosen)}
+                positive[classes] = np.fromiter(map(is_positive.__getitem__, chosen), dtype=bool, count=len(chosen))
+        self._p_time.extend(batch.timestamps.tolist())
+        self._p_prob.extend(probability.tolist())
+        self._p_positive.extend(positive.tolist())
+        serving = (batch.latency_ms != None) | (batch.request_status != None)  # noqa: E711 (elementwise)
+        for i in np.flatnonzero(serving):
+            version = self._version_code.get(batch.model_versions[i])
             if version is None:
-                version = self._version(record.model_version)
-            self._p_serving.append((version, latency, None if status is None else str(status)))
+                version = self._version(batch.model_versions[i])
+            self._p_serving.append((version, batch.latency_ms[i], batch.request_status[i]))
         if len(self._p_time) >= self.batch_size:
             self._flush_predictions()
         return []
-
-    def observe_predictions(self, records: Iterable[Any], offsets: Iterable[int | None] | None = None) -> list[Finding]:
-        """`observe_prediction` for a batch."""
-        findings: list[Finding] = []
-        if offsets is None:
-            for record in records:
-                findings += self.observe_prediction(record)
-        else:
-            for record, offset in zip(records, offsets, strict=True):
-                findings += self.observe_prediction(record, offset)
-        return findings
 
     def _flush_predictions(self) -> None:
         if not self._p_time:

@@ -55,8 +55,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from datasketches import kll_doubles_sketch
 
+from monitor.contracts.batch import OutcomeBatch, PredictionBatch
 from monitor.evaluation.labels import OTHER, class_name, positive_probability
 
 KLL_K = 200
@@ -305,6 +307,27 @@ class JoinStore:
         self._tomb_current: list[str] = []
         self._tomb_current_start = math.inf
         self._tomb_current_end = -math.inf
+
+    # ------------------------------------------------------------------ batches
+
+    def add_batch(self, predictions: PredictionBatch, outcomes: OutcomeBatch) -> list[tuple[int, JoinedOutcome]]:
+        """Every prediction and outcome of a batch, in the order of their input positions;
+        returns (position of the event that completed it, record) for each join."""
+        p = predictions
+        rows = [
+            *zip(p.prediction_ids, p.model_ids, p.model_versions, p.timestamps.tolist(), p.predictions,
+                 p.probabilities, p.slices, strict=True),
+            *zip(outcomes.prediction_ids, outcomes.labels, outcomes.timestamps.tolist(), outcomes.model_ids,
+                 strict=True),
+        ]  # fmt: skip
+        adds = [self.add_prediction_fields] * len(p) + [self.add_outcome_fields] * len(outcomes)
+        positions = np.concatenate([p.positions, outcomes.positions])
+        joined = []
+        for i in np.argsort(positions, kind="stable").tolist():
+            record = adds[i](*rows[i])
+            if record is not None:
+                joined.append((int(positions[i]), record))
+        return joined
 
     # ------------------------------------------------------------------ predictions
 

@@ -14,6 +14,7 @@ the reference (the last code standing for every unseen value).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,25 +35,65 @@ class NumericColumn:
     """Values that are not numbers (strings, booleans)."""
 
 
+_TYPE_OF = np.frompyfunc(type, 1, 1)
+
+
 def numeric_column(raw: Sequence[Any]) -> NumericColumn:
-    array = np.array(raw) if raw else np.empty(0)
-    if array.dtype.kind in "fiu":  # every value a number: the common case, no Python loop
+    array = np.array(raw) if len(raw) else np.empty(0)
+    if array.dtype.kind in "fiu":  # every value a number: the common case
         return NumericColumn(array.astype(float, copy=False), np.arange(len(raw)), 0, 0)
-    values, positions, nulls, mismatches = [], [], 0, 0
-    for position, value in enumerate(raw):
-        if value is None:
-            nulls += 1
-        elif type(value) is float or type(value) is int:
-            values.append(value)
-            positions.append(position)
-        else:
-            mismatches += 1
-    return NumericColumn(np.array(values, dtype=float), np.array(positions, dtype=np.int64), nulls, mismatches)
+    objects = np.empty(len(raw), dtype=object)
+    objects[:] = raw
+    types = _TYPE_OF(objects)
+    positions = np.flatnonzero(np.equal(types, float) | np.equal(types, int))
+    nulls = int(np.equal(types, type(None)).sum())
+    values = objects[positions].astype(float)
+    return NumericColumn(values, positions, nulls, len(raw) - len(positions) - nulls)
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryColumn:
+    codes: np.ndarray
+    """Code of each non-null value, in batch order (`len(codes)` of the mapping for unseen ones)."""
+    positions: np.ndarray
+    """Index in the batch of each code."""
+    unseen: int
+    nulls: int
+    counts: dict[str | None, int]
+    """Occurrences of each value as text (None: nulls), for the window's frequencies."""
+
+
+def category_column(raw: Sequence[Any], codes: Mapping[str, int]) -> CategoryColumn:
+    """Codes of the non-null values against `codes`; the work is per distinct value, not per event.
+
+    >>> column = category_column(["DE", None, "XX", "DE", True], {"DE": 0, "true": 1})
+    >>> column.codes.tolist(), column.positions.tolist(), column.unseen, column.nulls, column.counts
+    ([0, 2, 0, 1], [0, 2, 3, 4], 1, 1, {'DE': 2, None: 1, 'XX': 1, 'True': 1})
+    """
+    unseen_code = len(codes)
+    counts = Counter(raw)
+    nulls = counts.get(None, 0)
+    if all(type(value) is str for value in counts if value is not None):
+        lookup = {value: codes.get(value, unseen_code) for value in counts if value is not None}
+        text_counts: dict[str | None, int] = dict(counts)
+    else:  # True, 1 and 1.0 are one key of a Counter, and different categories
+        lookup = None
+        text_counts = dict(Counter(None if v is None else str(v) for v in raw))
+    if nulls:
+        present = np.fromiter((v is not None for v in raw), dtype=bool, count=len(raw))
+        positions = np.flatnonzero(present)
+        values = [raw[i] for i in positions]
+    else:
+        positions, values = np.arange(len(raw)), raw
+    if lookup is None:
+        code_of = lambda v: codes.get(category_text(v), unseen_code)  # noqa: E731
+        array = np.fromiter(map(code_of, values), dtype=np.int64, count=len(values))
+    else:
+        array = np.fromiter(map(lookup.__getitem__, values), dtype=np.int64, count=len(values))
+    return CategoryColumn(array, positions, int((array == unseen_code).sum()), nulls, text_counts)
 
 
 def category_codes(raw: Sequence[Any], codes: Mapping[str, int]) -> tuple[np.ndarray, int, int]:
     """Codes of the non-null values (`len(codes)` for unseen ones), the unseen count, the null count."""
-    unseen_code = len(codes)
-    out = [codes.get(v if type(v) is str else category_text(v), unseen_code) for v in raw if v is not None]
-    array = np.array(out, dtype=np.int64)
-    return array, int((array == unseen_code).sum()), len(raw) - len(out)
+    column = category_column(raw, codes)
+    return column.codes, column.unseen, column.nulls

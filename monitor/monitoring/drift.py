@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,15 +29,15 @@ from typing import Any
 import numpy as np
 
 from monitor.contracts.alert import AlertKind, Evidence
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import FeatureType, ModelConfig, MonitorConfig
-from monitor.contracts.events import PredictionEvent
 from monitor.core.feature_stats import CategoryStats, NumericStats
 from monitor.core.finding import Finding
 from monitor.core.reference import PREDICTION, ReferenceBuilder, ReferenceProfile
 from monitor.core.windows import WindowClock
 from monitor.detectors import registry
 from monitor.detectors.base import Detector, SequentialDetector, TestResult, WindowTest
-from monitor.monitoring.columns import category_codes, numeric_column
+from monitor.monitoring.columns import category_codes, category_column, numeric_column
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,10 @@ MAX_WINDOW_VALUES = 10_000
 
 MAX_SCORE_HISTORY = 20
 """Closed windows whose score each check remembers, for the evidence (`recent_scores`)."""
+
+
+def _time(seconds: float) -> datetime:
+    return datetime.fromtimestamp(float(seconds), UTC)
 
 
 def _remember(history: dict[str, list[list[float]]], name: str, end: datetime, score: float) -> None:
@@ -103,7 +106,9 @@ class ValueSample:
     def from_state(cls, state: dict[str, Any]) -> ValueSample:
         sample = cls(state["capacity"])
         sample.stride, sample.seen = state["stride"], state["seen"]
-        values = np.array(state["values"], dtype=float)
+        raw = state["values"]
+        # Category codes stay integers; numbers are floats, NaN (saved as null) included.
+        values = np.array(raw, dtype=np.int64 if raw and all(type(v) is int for v in raw) else float)
         if len(values):
             sample.chunks, sample.kept = [values], len(values)
         return sample
@@ -208,9 +213,10 @@ class DriftMonitor:
         self._window_end: datetime | None = None
         self.unfitted: dict[str, str] = {}
         """`feature/detector` -> why its reference could not fit it (state, reported)."""
-        self.closed_windows: list[tuple[datetime, int | None]] = []
-        """(event time, offset) of windows closed since the owner last drained this list: other
-        per-window checks (evaluation) close on the same clock."""
+        self.closed_windows: list[tuple[datetime, int | None, int]] = []
+        """(event time, offset, events before the close in the batch `observe` was given) of
+        windows closed since the owner last drained this list: other per-window checks
+        (evaluation) close on the same clock, after the same events."""
         if reference is not None:
             self._start(reference)
 
@@ -290,7 +296,7 @@ class DriftMonitor:
         params = self.model.detectors.params.get(name, {})  # type: ignore[union-attr]
         return registry.create(name, **params)
 
-    def _warm_up(self, events: Sequence[PredictionEvent]) -> int:
+    def _warm_up(self, batch: PredictionBatch) -> int:
         """Feed the reference builder; returns how many events it took."""
         if self._builder is None:
             caps = self.config.caps
@@ -303,45 +309,32 @@ class DriftMonitor:
                 source="warm-up",
             )
         needed = self.config.reference.warmup_events - self._builder.n_rows
-        taken = events[:needed]
-        for event in taken:
-            self._builder.add(event.features, event.prediction)
+        taken = min(needed, len(batch))
+        for features, prediction in zip(batch.features[:taken], batch.predictions[:taken], strict=True):
+            self._builder.add(features, prediction)
         if self._builder.n_rows >= self.config.reference.warmup_events:
             reference, self._builder = self._builder.build(), None
             self._start(reference)
-        return len(taken)
+        return taken
 
     # -- events ---------------------------------------------------------------------------------
 
-    def observe(self, events: Sequence[PredictionEvent], offsets: Sequence[int]) -> list[Finding]:
+    def observe(self, batch: PredictionBatch) -> list[Finding]:
         """Process a batch of this model's predictions in order; findings in order of the events."""
-        self.events += len(events)
-        self.extra_fields += sum(len(e.model_extra or ()) for e in events)
-        start = 0
-        if self.reference is None:
-            start = self._warm_up(events)
+        self.events += len(batch)
+        self.extra_fields += int(batch.extra_fields.sum())
+        warm = self._warm_up(batch) if self.reference is None else 0
+        batch = batch.take(slice(warm, None))
         findings: list[Finding] = []
-        segment: list[int] = []
-        segment_window: int | None = None
-        clock = self.clock
-        for i in range(start, len(events)):
-            window = clock.assign(events[i].timestamp.timestamp())
-            if window is None:
-                continue
-            if window != segment_window and segment:
-                findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
-                segment = []
-            segment_window = window
-            segment.append(i)
-            if clock.ready():
-                findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
-                segment = []
-                for _ in clock.advance():
-                    closing = self._close_window(events[i].timestamp)
-                    findings += [replace(finding, offset=offsets[i]) for finding in closing]
-                    self.closed_windows.append((events[i].timestamp, offsets[i]))
-        if segment:
-            findings += self._observe_segment([events[j] for j in segment], [offsets[j] for j in segment])
+        for segment in self.clock.segments(batch.timestamps):
+            if len(segment.accepted):
+                findings += self._observe_segment(batch.take(segment.accepted))
+            if segment.closes_at is not None:
+                at = _time(batch.timestamps[segment.closes_at])
+                offset = int(batch.positions[segment.closes_at])
+                for _ in segment.closed:
+                    findings += [replace(finding, offset=offset) for finding in self._close_window(at)]
+                    self.closed_windows.append((at, offset, warm + segment.closes_at + 1))
         return findings
 
     def advance_to(self, at: datetime, offset: int | None = None) -> list[Finding]:
@@ -352,35 +345,34 @@ class DriftMonitor:
         for _ in self.clock.advance_to(at.timestamp()):
             if self.reference is not None:
                 findings += [replace(finding, offset=offset) for finding in self._close_window(at)]
-                self.closed_windows.append((at, offset))
+                self.closed_windows.append((at, offset, 0))
         return findings
 
-    def _observe_segment(self, events: list[PredictionEvent], offsets: list[int]) -> list[Finding]:
+    def _observe_segment(self, batch: PredictionBatch) -> list[Finding]:
         if self._window_start is None:
-            self._window_start = events[0].timestamp
-        self._window_end = events[-1].timestamp
+            self._window_start = _time(batch.timestamps[0])
+        self._window_end = _time(batch.timestamps[-1])
         findings: list[Finding] = []
         known = self.features.keys()
-        self.unknown_features += sum(1 for e in events for name in e.features if name not in known)
+        if not batch.feature_names() <= known:
+            self.unknown_features += sum(len(names - known) for names in map(dict.keys, batch.features))
         numeric_columns: dict[str, np.ndarray] = {}
         for name, feature in self.features.items():
-            raw = [e.prediction for e in events] if name == PREDICTION else [e.features.get(name) for e in events]
+            raw = list(batch.predictions) if name == PREDICTION else batch.column(name)
             if feature.type is FeatureType.numeric:
                 column = numeric_column(raw)
                 values, positions = column.values, column.positions
                 feature.stats.update(values, nulls=column.nulls, mismatches=column.mismatches)  # type: ignore[union-attr]
                 feature.out_of_range += self._out_of_range(name, values)
                 if name in self.multivariate_names:
-                    full = np.full(len(events), np.nan)
+                    full = np.full(len(batch), np.nan)
                     full[positions] = values
                     numeric_columns[name] = full
             else:
-                values, unseen, _ = category_codes(raw, feature.codes)
-                feature.unseen += unseen
-                feature.stats.update(  # type: ignore[union-attr]
-                    [None if v is None else str(v) for v in raw]
-                )
-                positions = np.array([p for p, v in enumerate(raw) if v is not None], dtype=np.int64)
+                column = category_column(raw, feature.codes)
+                values, positions = column.codes, column.positions
+                feature.unseen += column.unseen
+                feature.stats.add_counts(column.counts)  # type: ignore[union-attr]
             feature.sample.add(values)
             for detector in feature.sequential:
                 alarms = detector.update_many(values)
@@ -388,9 +380,7 @@ class DriftMonitor:
                     position = int(positions[alarm])
                     feature.alarmed = True
                     feature.peaks[detector.name] = max(feature.peaks.get(detector.name, 0.0), float(result.score))
-                    findings.append(
-                        self._sequential_finding(feature, detector, result, events[position], offsets[position])
-                    )
+                    findings.append(self._sequential_finding(feature, detector, result, batch, position))
         if self.multivariate:
             self.multivariate_sample.add(np.column_stack([numeric_columns[n] for n in self.multivariate_names]))
         findings.sort(key=lambda f: f.offset if f.offset is not None else -1)
@@ -429,26 +419,27 @@ class DriftMonitor:
         feature: FeatureMonitor,
         detector: SequentialDetector,
         result: TestResult,
-        event: PredictionEvent,
-        offset: int,
+        batch: PredictionBatch,
+        position: int,
     ) -> Finding:
+        at = _time(batch.timestamps[position])
         return Finding(
             kind=feature.kind,
             model_id=self.model.model_id,
             feature=feature.alert_feature,
             slice=None,
             active=True,
-            at=event.timestamp,
-            model_version=event.model_version,
+            at=at,
+            model_version=batch.model_versions[position],
             evidence=self._evidence(
                 detector,
                 result.score,
                 feature.stats.count,  # type: ignore[union-attr]
-                {**result.details, **_recent(feature.history.get(detector.name, []), (event.timestamp, result.score))},
+                {**result.details, **_recent(feature.history.get(detector.name, []), (at, result.score))},
             ),
             summary=f"{self.model.model_id}: {self._subject(feature)} changed ({detector.name} "
             f"statistic {result.score:.3g} reached its calibrated threshold {result.threshold:.3g})",
-            offset=offset,
+            offset=int(batch.positions[position]),
         )
 
     def _close_window(self, at: datetime) -> list[Finding]:

@@ -8,7 +8,7 @@ processing raised them, so replay can report `detected_at_offset`.
 
 >>> from monitor.contracts.config import MonitorConfig
 >>> fleet = FleetMonitor(MonitorConfig())
->>> fleet.observe([], [])
+>>> fleet.observe(PredictionBatch.empty())
 []
 """
 
@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from monitor.alerts.lifecycle import AlertLifecycle
 from monitor.contracts.alert import Alert
+from monitor.contracts.batch import OutcomeBatch, PredictionBatch
 from monitor.contracts.config import MonitorConfig
-from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.core.finding import Finding
 from monitor.core.reference import ReferenceProfile
 from monitor.evaluation.evaluator import ModelEvaluator
@@ -65,42 +67,62 @@ class ModelMonitor:
             self.outcomes_since_check = state.get("outcomes_since_check", 0)
 
     def observe(
-        self,
-        predictions: Sequence[PredictionEvent],
-        prediction_offsets: Sequence[int],
-        outcomes: Sequence[JoinedOutcome],
-        outcome_offsets: Sequence[int],
+        self, predictions: PredictionBatch, outcomes: Sequence[JoinedOutcome], outcome_offsets: Sequence[int]
     ) -> list[RaisedAlert]:
-        findings = self.drift.observe(predictions, prediction_offsets)
-        findings += self.evaluator.observe_predictions(predictions, prediction_offsets)
+        """This model's predictions and the joined outcomes of one batch; alerts in input order."""
+        findings = self.drift.observe(predictions)
+        findings += self._close_evaluation_windows(predictions, outcomes, outcome_offsets)
+        # After the closes: an outcome counts in its prediction's window, which may close in this batch.
         findings += self.evaluator.observe_outcomes(outcomes, outcome_offsets)
-        findings += self._close_evaluation_windows()
-        self.outcomes_since_check += len(outcomes)
-        if self.outcomes_since_check >= self.outcomes_per_check:
-            # Outcomes are running behind the predictions (a join lagging in streaming, the
-            # labels of a model's last hours): check them now rather than at a window close
-            # that may never come. In step, windows close first and this never runs.
-            at = datetime.fromtimestamp(max(o.prediction_time for o in outcomes), UTC)
-            findings += self.evaluator.close_window(at, outcome_offsets[-1])
-            self.outcomes_since_check = 0
         return self.raise_alerts(findings)
 
     def advance_to(self, at: datetime, offset: int | None = None) -> list[RaisedAlert]:
         """Close the time windows event time `at` has passed though this model sent nothing (a
         timer in the streaming worker); see `DriftMonitor.advance_to`."""
         findings = self.drift.advance_to(at, offset)
-        return self.raise_alerts(findings + self._close_evaluation_windows())
+        return self.raise_alerts(findings + self._close_evaluation_windows(PredictionBatch.empty(), [], []))
 
-    def _close_evaluation_windows(self) -> list[Finding]:
-        """Evaluation closes its windows on the drift monitor's clock."""
-        findings = []
-        if self.drift.closed_windows:
+    def _close_evaluation_windows(
+        self, predictions: PredictionBatch, outcomes: Sequence[JoinedOutcome], offsets: Sequence[int]
+    ) -> list[Finding]:
+        """The evaluator sees `predictions` and closes its windows where the drift monitor's clock
+        closed one, or where outcomes ran behind (`_lagging_closes`): a window holds the
+        predictions up to the event that closed it, whatever the batches."""
+        closes = self.drift.closed_windows
+        self.windows_closed += len(closes)
+        if closes:
             self.outcomes_since_check = 0
-        self.windows_closed += len(self.drift.closed_windows)
-        for window_end, offset in self.drift.closed_windows:
-            findings += self.evaluator.close_window(window_end, offset)
+        closes = sorted([*closes, *self._lagging_closes(predictions, outcomes, offsets)], key=lambda close: close[2])
         self.drift.closed_windows.clear()
-        return findings
+        findings = []
+        start = 0
+        for window_end, offset, stop in closes:
+            findings += self.evaluator.observe_predictions(predictions.take(slice(start, max(start, stop))))
+            findings += self.evaluator.close_window(window_end, offset)
+            start = max(start, stop)
+        return findings + self.evaluator.observe_predictions(predictions.take(slice(start, None)))
+
+    def _lagging_closes(
+        self, predictions: PredictionBatch, outcomes: Sequence[JoinedOutcome], offsets: Sequence[int]
+    ) -> list[tuple[datetime, int | None, int]]:
+        """Outcomes running behind the predictions (a join lagging in streaming, the labels of a
+        model's last hours, the warm-up): every `outcomes_per_check` outcomes without a window of
+        predictions closing, the evaluation closes one at that outcome's prediction time, rather
+        than wait for a close that may never come. In step, windows close first and this never
+        runs. Each close is (time, offset, predictions of the batch before it)."""
+        closes = []
+        start = 0
+        while len(outcomes) - start >= self.outcomes_per_check - self.outcomes_since_check:
+            last = start + self.outcomes_per_check - self.outcomes_since_check - 1
+            end = max(o.prediction_time for o in outcomes[start : last + 1])
+            later = np.flatnonzero(predictions.timestamps > end)
+            closes.append(
+                (datetime.fromtimestamp(end, UTC), offsets[last], int(later[0]) if len(later) else len(predictions))
+            )
+            self.outcomes_since_check = 0
+            start = last + 1
+        self.outcomes_since_check += len(outcomes) - start
+        return closes
 
     def flush(self) -> list[RaisedAlert]:
         """Process what the evaluator still buffers (end of a replay, or a timer)."""
@@ -141,31 +163,27 @@ class FleetMonitor:
             monitor = self.models[model_id] = ModelMonitor(model_id, self.config)
         return monitor
 
-    def observe(self, events: Sequence[PredictionEvent | OutcomeEvent], offsets: Sequence[int]) -> list[RaisedAlert]:
-        """Process a batch of validated events in order; alerts in order of their offsets."""
-        predictions: dict[str, tuple[list[PredictionEvent], list[int]]] = {}
-        outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = {}
-        for event, offset in zip(events, offsets, strict=True):
-            if isinstance(event, PredictionEvent):
-                batch = predictions.setdefault(event.model_id, ([], []))
-                batch[0].append(event)
-                batch[1].append(offset)
-                joined = self.join.add_prediction(event)  # not None when its outcome came first
-            else:
-                joined = self.join.add_outcome(event)
-            if joined is not None:
-                done = outcomes.setdefault(joined.model_id, ([], []))
-                done[0].append(joined)
-                done[1].append(offset)
+    def observe(self, predictions: PredictionBatch, outcomes: OutcomeBatch | None = None) -> list[RaisedAlert]:
+        """Process a batch of validated events; alerts in order of their input positions.
+
+        Each prediction waits in the join store and goes to its model's drift monitor and
+        evaluator; each outcome that meets its prediction goes to that model's evaluator."""
+        joined: dict[str, tuple[list[JoinedOutcome], list[int]]] = {}
+        for position, record in self.join.add_batch(predictions, outcomes or OutcomeBatch.empty()):
+            records, positions = joined.setdefault(record.model_id, ([], []))
+            records.append(record)
+            positions.append(position)
+        by_model = predictions.by_model()
         raised: list[RaisedAlert] = []
-        for model_id in predictions.keys() | outcomes.keys():
+        for model_id in by_model.keys() | joined.keys():
             monitor = self.model(model_id)
-            model_predictions, prediction_offsets = predictions.get(model_id, ([], []))
-            model_outcomes, outcome_offsets = outcomes.get(model_id, ([], []))
+            index = by_model.get(model_id)
+            model_predictions = predictions.take(index) if index is not None else PredictionBatch.empty()
+            records, positions = joined.get(model_id, ([], []))
             if monitor is None:
-                self.dropped["max_models"] += len(model_predictions) + len(model_outcomes)
+                self.dropped["max_models"] += len(model_predictions) + len(records)
                 continue
-            raised += monitor.observe(model_predictions, prediction_offsets, model_outcomes, outcome_offsets)
+            raised += monitor.observe(model_predictions, records, positions)
         raised.sort(key=lambda r: -1 if r.offset is None else r.offset)
         return raised
 

@@ -47,6 +47,7 @@ from typing import Any
 import faust
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterSource
 from monitor.contracts.events import PredictionEvent
@@ -377,7 +378,9 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                     model_outcomes, outcome_offsets = outcomes.get(model_id, ([], []))
                     try:
                         raised = entry.state.observe(
-                            model_predictions, prediction_offsets, model_outcomes, outcome_offsets
+                            PredictionBatch.from_events(model_predictions, prediction_offsets),
+                            model_outcomes,
+                            outcome_offsets,
                         )
                     except Exception:  # a bug in the core must not stop the other models
                         metrics.model_errors.labels(model=model_id).inc()

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.core.finding import Finding
 from monitor.evaluation.evaluator import ModelEvaluator
@@ -164,7 +165,7 @@ def drive(
 
     for i, event in enumerate(stream.predictions):
         store.add_prediction(event)
-        findings.extend(evaluator.observe_prediction(event, offset))
+        findings.extend(evaluator.observe_predictions(PredictionBatch.from_events([event], [offset])))
         offset += 1
         if i >= delay:
             outcome(i - delay)

@@ -10,9 +10,10 @@ import numpy as np
 import orjson
 import pytest
 
+from monitor.contracts.batch import columns_of
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.validation import decode_any
-from monitor.monitoring.fleet import FleetMonitor
+from monitor.monitoring.fleet import FleetMonitor, ModelMonitor
 from monitor.simulation import simulate
 
 CONFIG = MonitorConfig.model_validate({"reference": {"warmup_events": 3000}})
@@ -27,7 +28,7 @@ def run(fleet: FleetMonitor, events, start: int = 0, batch: int = 1024):
     alerts = []
     for i in range(0, len(events), batch):
         chunk = events[i : i + batch]
-        alerts += fleet.observe(chunk, list(range(start + i, start + i + len(chunk))))
+        alerts += fleet.observe(*columns_of(chunk, range(start + i, start + i + len(chunk))))
     return alerts
 
 
@@ -94,9 +95,13 @@ def test_model_state_is_bounded_and_json_safe(simulated_events):
     fleet = FleetMonitor(CONFIG)
     run(fleet, simulated_events[:40_000])
     for monitor in fleet.models.values():
-        encoded = orjson.dumps(monitor.to_state())  # raises on numpy scalars; writes NaN as null
-        assert b"null" not in encoded or orjson.loads(encoded)
+        encoded = orjson.dumps(monitor.to_state())  # raises on numpy scalars
         assert len(encoded) < 2_000_000
+        # JSON-safe means the state survives its JSON form: what a restored monitor saves again
+        # is what it was restored from.
+        assert (
+            orjson.dumps(ModelMonitor(monitor.evaluator.model_id, CONFIG, orjson.loads(encoded)).to_state()) == encoded
+        )
 
 
 def test_data_quality_mutes_drift_on_the_same_feature():
@@ -141,3 +146,26 @@ def test_window_test_evidence_shows_reference_and_current_distributions():
     assert drift.evidence.detector == "ks" and drift.evidence.score > drift.evidence.threshold
     assert abs(details["reference_mean"]) < 0.1 and abs(details["current_mean"] - 1.0) < 0.2
     assert details["current_count"] == 500 and details["reference_count"] == 2000
+
+
+@pytest.mark.parametrize("batch", [1, 37, 1024, 5000])
+def test_evaluation_windows_hold_exactly_their_events_whatever_the_batch_size(batch):
+    """Windows of 500 events with every label delivered: each closed evaluation window holds 500
+    predictions, all labelled, however the stream is cut into batches. The first holds the 1,000
+    warm-up events: no drift window closes during the warm-up, so the evaluation closes its own
+    after two windows' worth of outcomes."""
+    rng = np.random.default_rng(5)
+    config = MonitorConfig.model_validate({"reference": {"warmup_events": 1000}, "window": {"size_events": 500}})
+    events = []
+    for i in range(6000):
+        p = float(rng.random())
+        time = f"2024-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+        events.append({"model_id": "m", "prediction_id": f"p{i}", "timestamp": time + "Z",
+                       "features": {"x": float(rng.normal())}, "prediction": int(p > 0.5),
+                       "probabilities": {"0": 1 - p, "1": p}})  # fmt: skip
+        events.append({"prediction_id": f"p{i}", "label": int(rng.random() < p), "timestamp": time + ".5Z"})
+    fleet = FleetMonitor(config)
+    run(fleet, [decode_any(orjson.dumps(e)) for e in events], batch=batch)
+    windows = fleet.models["m"].evaluator.window_metrics()
+    assert [w["predictions"] for w in windows] == [1000] + [500] * 10
+    assert {w["label_coverage"] for w in windows} == {1.0}

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry
 
 from monitor.contracts.alert import AlertStatus
+from monitor.contracts.batch import columns_of
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.events import PredictionEvent
 from monitor.monitoring.fleet import FleetMonitor, ModelMonitor
@@ -30,7 +31,7 @@ def _drifted_monitor() -> tuple[ModelMonitor, list]:
         for i in range(1600)
     ]  # fmt: skip
     fleet = FleetMonitor(CONFIG)
-    raised = fleet.observe(events, list(range(len(events))))
+    raised = fleet.observe(*columns_of(events, range(len(events))))
     return fleet.models[MODEL], [r.alert for r in raised]
 
 

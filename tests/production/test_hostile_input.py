@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from worker_support import start_worker, stop_worker
 
+from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterReason
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
@@ -256,7 +257,7 @@ def test_a_rarely_present_categorical_feature_does_not_stop_the_model():
         )
         for i in range(400)
     ]
-    monitor.observe(events, list(range(len(events))), [], [])
+    monitor.observe(PredictionBatch.from_events(events, range(len(events))), [], [])
     assert monitor.drift.events == len(events)
     assert "country/category_cusum" in monitor.drift.unfitted  # said, not silently dropped
     watched = {d.name for d in monitor.drift.features["country"].sequential + monitor.drift.features["country"].tests}

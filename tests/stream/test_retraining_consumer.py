@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka import KafkaProducer
 
+from monitor.contracts.batch import columns_of
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.events import PredictionEvent
 from monitor.monitoring.fleet import FleetMonitor
@@ -37,7 +38,7 @@ def _real_alerts() -> list:
     ]  # fmt: skip
     config = MonitorConfig.model_validate({"reference": {"warmup_events": 500}, "window": {"size_events": 200}})
     fleet = FleetMonitor(config)
-    return [raised.alert for raised in fleet.observe(events, list(range(len(events))))]
+    return [raised.alert for raised in fleet.observe(*columns_of(events, range(len(events))))]
 
 
 def test_retraining_consumer_reads_alerts_with_plain_kafka_python(kafka_config, repo_root):
