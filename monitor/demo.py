@@ -80,7 +80,7 @@ def demo_config(bootstrap_servers: str, out_dir: Path, metrics_port: int) -> Mon
                 "profile": "embedded",
                 "consumer_group": "driftline-demo",
             },
-            "metrics": {"port": metrics_port},
+            "metrics": {"host": "127.0.0.1", "port": metrics_port},
             "playbooks": {
                 "rules": PLAYBOOK_RULES,
                 "start_from": "earliest",

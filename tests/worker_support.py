@@ -26,7 +26,7 @@ def start_worker(
     """A worker with `settings` (MonitorConfig sections) on `kafka_config`'s broker and topics,
     `/metrics` on a free port (`metrics_port`), logging to `tmp_path/<name>.log`."""
     config = {
-        "metrics": {"port": 0},
+        "metrics": {"host": "127.0.0.1", "port": 0},
         **settings,
         "kafka": kafka_config.model_dump(mode="json", exclude_none=True),
     }
@@ -58,7 +58,7 @@ def metrics_port(log: Path, timeout: float = 20.0) -> int:
     """The port the worker logged for `/metrics`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.search(r"metrics on http://0\.0\.0\.0:(\d+)/metrics", log.read_text(errors="replace"))
+        found = re.search(r"metrics on http://[^:/]+:(\d+)/metrics", log.read_text(errors="replace"))
         if found:
             return int(found.group(1))
         time.sleep(0.2)

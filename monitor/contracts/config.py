@@ -235,6 +235,9 @@ class KafkaConfig(_Section):
 
 
 class MetricsConfig(_Section):
+    host: str = Field("0.0.0.0", min_length=1, max_length=255)
+    """Address `/metrics` listens on: every interface by default, so Prometheus on another host
+    can scrape it; `127.0.0.1` keeps it on this machine (the demo)."""
     port: int = Field(9108, ge=0, le=65535)
     """Port of `/metrics` on every worker; 0 picks a free one (logged at start)."""
 

@@ -512,12 +512,12 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 def run_worker(config: MonitorConfig, *, loglevel: str = "info") -> None:
     """Create the topics, serve `/metrics` on `metrics.port`, then run until SIGINT/SIGTERM."""
     ensure_topics(config.kafka)
-    server, _ = start_http_server(config.metrics.port, registry=REGISTRY)
+    server, _ = start_http_server(config.metrics.port, addr=config.metrics.host, registry=REGISTRY)
     app = build_app(config, REGISTRY)
 
     @app.task
     async def announce_metrics() -> None:  # once faust has set up logging; port 0 picks one: say which
-        log.info("metrics on http://0.0.0.0:%d/metrics", server.server_port)
+        log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
 
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()

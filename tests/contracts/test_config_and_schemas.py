@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.contracts.config import ConfigError, load_config
+from monitor.contracts.config import ConfigError, MonitorConfig, load_config
 from monitor.contracts.schemas import CONTRACTS, render, stale_schemas
 
 
@@ -75,3 +75,10 @@ def test_schema_check_catches_a_model_edited_without_regenerating(tmp_path, monk
 
     monkeypatch.setitem(CONTRACTS, "prediction_event", EditedPredictionEvent)
     assert stale_schemas(tmp_path) == ["prediction_event.json"]
+
+
+def test_metrics_listen_on_every_interface_by_default_and_on_loopback_in_the_demo(tmp_path):
+    from monitor.demo import demo_config
+
+    assert MonitorConfig().metrics.host == "0.0.0.0"  # Prometheus scrapes workers from another host
+    assert demo_config("127.0.0.1:9092", tmp_path, 0).metrics.host == "127.0.0.1"
