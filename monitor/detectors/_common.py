@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
 
-from monitor.detectors._cusum import run_cusum
+from monitor.detectors._cusum import cusum_path, run_cusum
 from monitor.detectors.base import SequentialDetector, TestResult
 
 
@@ -125,7 +126,7 @@ class CusumDetector(SequentialDetector):
             return []
         alarms: list[int] = []
         self.alarm_results = []
-        chunk = max(1024, (1 << 20) // max(1, len(self.limits)))  # bounds the increments matrix
+        chunk = self._chunk()
         for start in range(0, len(clean), chunk):
             found, self.state, at_alarm = run_cusum(
                 self._increments(clean[start : start + chunk]), self.state, self.limits
@@ -142,6 +143,10 @@ class CusumDetector(SequentialDetector):
 
     def _usable(self, raw: np.ndarray) -> np.ndarray:
         return np.isfinite(raw.astype(float))
+
+    def _chunk(self) -> int:
+        """Values per cumulative sum: bounds the increments matrix."""
+        return max(1024, (1 << 20) // max(1, len(self.limits)))
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -169,3 +174,48 @@ class CusumDetector(SequentialDetector):
         det.n_seen = int(state["n_seen"])
         det.n_alarms = int(state["n_alarms"])
         return det
+
+
+def update_together(detectors: Sequence[SequentialDetector], columns: Sequence[np.ndarray]) -> list[list[int]]:
+    """`detector.update_many(column)` for each pair, the CUSUMs with one cumulative sum over all
+    their components: a handful of numpy calls per batch instead of a handful per detector (a
+    model's 20 numeric features, say). A CUSUM that alarms in this batch (rare), or that cannot
+    use every value of its column, runs its own `update_many` from its untouched state, so each
+    result, state and evidence is exactly what one call each gives.
+
+    >>> import numpy as np
+    >>> from monitor.detectors.cusum import Cusum
+    >>> rng = np.random.default_rng(1)
+    >>> pair = [Cusum().fit(rng.normal(size=2000), run_length=1e5, seed=s) for s in (1, 2)]
+    >>> alarms = update_together(pair, [rng.normal(size=500), rng.normal(3.0, 1.0, size=500)])
+    >>> alarms[0], alarms[1][:1], [d.n_seen for d in pair]
+    ([], [5], [500, 500])
+    """
+    alarms: list[list[int] | None] = [None] * len(detectors)
+    banks: dict[int, list[tuple[int, CusumDetector, np.ndarray]]] = {}
+    for i, (detector, column) in enumerate(zip(detectors, columns, strict=True)):
+        raw = np.asarray(column).ravel()
+        if (
+            isinstance(detector, CusumDetector)
+            and detector.fitted
+            and 0 < len(raw) <= detector._chunk()
+            and detector._usable(raw).all()
+        ):
+            banks.setdefault(len(raw), []).append((i, detector, detector._increments(detector._clean(raw))))
+        else:
+            alarms[i] = detector.update_many(raw)
+    for bank in banks.values():  # one cumulative sum per column length (features with nulls have fewer)
+        sizes = [len(detector.limits) for _, detector, _ in bank]
+        ends = np.cumsum(sizes)
+        path = cusum_path(np.hstack([inc for _, _, inc in bank]), np.concatenate([d.state for _, d, _ in bank]))
+        hit = (path >= np.concatenate([d.limits for _, d, _ in bank])).any(axis=0)
+        for (i, detector, increments), start, end in zip(bank, ends - sizes, ends, strict=True):
+            if hit[start:end].any():
+                alarms[i] = detector.update_many(columns[i])
+                continue
+            detector.state = path[-1, start:end].copy()
+            detector.n_seen += len(increments)
+            detector.drift_detected = False
+            detector.alarm_results = []
+            alarms[i] = []
+    return alarms  # type: ignore[return-value]

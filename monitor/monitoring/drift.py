@@ -36,6 +36,7 @@ from monitor.core.finding import Finding
 from monitor.core.reference import PREDICTION, ReferenceBuilder, ReferenceProfile
 from monitor.core.windows import WindowClock
 from monitor.detectors import registry
+from monitor.detectors._common import update_together
 from monitor.detectors.base import Detector, SequentialDetector, TestResult, WindowTest
 from monitor.monitoring.columns import category_codes, category_column, numeric_column
 
@@ -357,6 +358,7 @@ class DriftMonitor:
         if not batch.feature_names() <= known:
             self.unknown_features += sum(len(names - known) for names in map(dict.keys, batch.features))
         numeric_columns: dict[str, np.ndarray] = {}
+        sequential: list[tuple[FeatureMonitor, SequentialDetector, np.ndarray, np.ndarray]] = []
         for name, feature in self.features.items():
             raw = list(batch.predictions) if name == PREDICTION else batch.column(name)
             if feature.type is FeatureType.numeric:
@@ -374,13 +376,15 @@ class DriftMonitor:
                 feature.unseen += column.unseen
                 feature.stats.add_counts(column.counts)  # type: ignore[union-attr]
             feature.sample.add(values)
-            for detector in feature.sequential:
-                alarms = detector.update_many(values)
-                for alarm, result in zip(alarms, detector.alarm_results, strict=True):
-                    position = int(positions[alarm])
-                    feature.alarmed = True
-                    feature.peaks[detector.name] = max(feature.peaks.get(detector.name, 0.0), float(result.score))
-                    findings.append(self._sequential_finding(feature, detector, result, batch, position))
+            sequential += [(feature, detector, values, positions) for detector in feature.sequential]
+        detectors = [detector for _, detector, _, _ in sequential]
+        found = update_together(detectors, [values for _, _, values, _ in sequential])
+        for (feature, detector, _, positions), alarms in zip(sequential, found, strict=True):
+            for alarm, result in zip(alarms, detector.alarm_results, strict=True):
+                position = int(positions[alarm])
+                feature.alarmed = True
+                feature.peaks[detector.name] = max(feature.peaks.get(detector.name, 0.0), float(result.score))
+                findings.append(self._sequential_finding(feature, detector, result, batch, position))
         if self.multivariate:
             self.multivariate_sample.add(np.column_stack([numeric_columns[n] for n in self.multivariate_names]))
         findings.sort(key=lambda f: f.offset if f.offset is not None else -1)
