@@ -110,6 +110,9 @@ _FLOAT, _INT, _BOOL, _STR = 0, 1, 2, 3
 _TOMB_JOINED, _TOMB_EXPIRED = 1, 2
 
 _NAN = math.nan
+_TYPE_OF = np.frompyfunc(type, 1, 1)
+_ARRAY_DTYPES = {"d": np.float64, "i": np.int32, "b": np.int8}
+"""numpy's view of each typed column (`array` type code)."""
 
 
 @dataclass(slots=True)
@@ -313,6 +316,8 @@ class JoinStore:
     def add_batch(self, predictions: PredictionBatch, outcomes: OutcomeBatch) -> list[tuple[int, JoinedOutcome]]:
         """Every prediction and outcome of a batch, in the order of their input positions;
         returns (position of the event that completed it, record) for each join."""
+        if not len(outcomes) and self._add_pending_predictions(predictions):
+            return []
         p = predictions
         rows = [
             *zip(p.prediction_ids, p.model_ids, p.model_versions, p.timestamps.tolist(), p.predictions,
@@ -328,6 +333,112 @@ class JoinStore:
             if record is not None:
                 joined.append((int(positions[i]), record))
         return joined
+
+    def _add_pending_predictions(self, batch: PredictionBatch) -> bool:
+        """Store a batch of predictions at once, in the common case where each simply waits: new
+        ids (in the batch, the store, the tombstones and the held outcomes), keys and classes
+        already known, at most two classes of probabilities, room left, nothing expiring. Per
+        distinct value and per bucket, not per event; the same state as one
+        `add_prediction_fields` each (`tests/evaluation/test_join.py` compares them). Returns
+        False, having changed nothing, when the batch needs the per-event rules."""
+        n = len(batch)
+        ids = batch.prediction_ids.tolist()
+        wanted = set(ids)
+        if (
+            n < 16
+            or len(wanted) < n
+            or len(self._index) + n > self.max_pending
+            or not wanted.isdisjoint(self._index)
+            or (self._tombs and not wanted.isdisjoint(self._tombs))
+            or (self._early and not wanted.isdisjoint(self._early))
+        ):
+            return False
+        # Keys: every (model, version, slices) already interned and cached, so no cap is counted.
+        raws = [
+            (m, v, tuple(given.items()) if given else None)
+            for m, v, given in zip(batch.model_ids, batch.model_versions, batch.slices, strict=True)
+        ]
+        key_of = {}
+        for raw in dict.fromkeys(raws):
+            key = self._raw_keys.get(raw) if raw[2] else self._key_index.get((raw[0], raw[1], ()))
+            if key is None:
+                return False
+            key_of[raw] = key
+        keys = np.fromiter(map(key_of.__getitem__, raws), dtype=np.int64, count=n)
+        times = batch.timestamps
+        watermark = max(self._watermark, float(times.max()))
+        running = np.maximum.accumulate(np.maximum(times, self._watermark))
+        if (times + self.ttl <= running).any():
+            return False  # some arrive past their TTL
+        width = self._bucket_width
+        buckets = np.floor_divide(times, width).astype(np.int64)
+        new_buckets = [int(b) for b in np.unique(buckets) if int(b) not in self._buckets]
+        next_expiry = min([self._next_expiry, *((b + 1) * width + self.ttl for b in new_buckets)])
+        if watermark >= next_expiry:
+            return False  # something expires on the way
+        # Predictions and probabilities, encoded as `add_prediction_fields` does.
+        kinds, values = self._encoded_predictions(batch.predictions)
+        if kinds is None:
+            return False
+        models = np.asarray(self._key_model, dtype=np.int64)[keys]
+        given = np.flatnonzero(batch.probabilities != None)  # noqa: E711 (elementwise)
+        if any(len(batch.probabilities[i]) > 2 for i in given):
+            return False  # multiclass: a side table per slot
+        # Nothing can fail from here on.
+        probability = np.full(n, _NAN)
+        for i in given:
+            if batch.probabilities[i]:
+                probability[i] = self._positive_probability(int(models[i]), batch.probabilities[i])
+        if kinds.dtype == object:
+            strings = kinds == _STR
+            values[strings] = [float(self._intern_string(str(v))) for v in values[strings]]
+            kinds = kinds.astype(np.int8)
+        self._watermark = watermark
+        self._prediction_watermark = max(self._prediction_watermark, float(times.max()))
+        for m in np.unique(models).tolist():
+            mine = models == m
+            self._counters[m][_PREDICTIONS] += int(mine.sum())
+            self._model_time[m] = max(self._model_time[m], float(times[mine].max()))
+        reused = min(len(self._free), n)
+        slots = np.empty(n, dtype=np.int64)
+        slots[:reused] = self._free[len(self._free) - reused :][::-1]  # popped from the end, as one at a time
+        slots[reused:] = np.arange(len(self._pid), len(self._pid) + n - reused)
+        del self._free[len(self._free) - reused :]
+        for slot, prediction_id in zip(slots[:reused].tolist(), ids[:reused], strict=True):
+            self._pid[slot] = prediction_id
+        self._pid.extend(ids[reused:])
+        for column, data in ((self._time, times), (self._key, keys), (self._pred, values), (self._kind, kinds),
+                             (self._prob, probability)):  # fmt: skip
+            typed = np.asarray(data).astype(_ARRAY_DTYPES[column.typecode])
+            if reused:
+                np.frombuffer(column, dtype=typed.dtype)[slots[:reused]] = typed[:reused]
+            column.frombytes(typed[reused:].tobytes())
+        self._index.update(zip(ids, slots.tolist(), strict=True))
+        order = np.argsort(buckets, kind="stable")
+        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+        for chunk in np.split(order, bounds):
+            bucket_id = int(buckets[chunk[0]])
+            bucket = self._buckets.get(bucket_id)
+            if bucket is None:
+                bucket = self._buckets[bucket_id] = array("i")
+                heapq.heappush(self._bucket_heap, bucket_id)
+            bucket.frombytes(slots[chunk].astype(np.int32).tobytes())
+        self._next_expiry = next_expiry
+        return True
+
+    def _encoded_predictions(self, predictions: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Kind codes and values of predictions as stored (strings still raw: interned last)."""
+        types = _TYPE_OF(predictions)
+        kinds = np.full(len(predictions), -1, dtype=object)
+        for kind, tp in ((_FLOAT, float), (_INT, int), (_BOOL, bool), (_STR, str)):
+            kinds[np.equal(types, tp)] = kind
+        if (kinds == -1).any():
+            return None, predictions
+        values = predictions.copy()
+        if not (kinds == _STR).any():
+            kinds = kinds.astype(np.int8)
+            values = values.astype(np.float64)  # bools as 1.0 and 0.0, ints as floats
+        return kinds, values
 
     # ------------------------------------------------------------------ predictions
 

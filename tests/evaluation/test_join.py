@@ -273,3 +273,59 @@ def test_state_round_trip_resumes_every_policy():
 def test_bad_settings_fail_in_the_constructor():
     with pytest.raises(ValueError, match="ttl_seconds"):
         JoinStore(ttl_seconds=0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_batch_of_predictions_leaves_the_state_one_at_a_time_leaves(seed):
+    """`add_batch` stores a batch of predictions at once when each simply waits; against one
+    `add_prediction_fields` / `add_outcome_fields` each, in input order, over batches with
+    duplicates, held outcomes, new and known keys and slices, string, bool and integer classes,
+    two- and three-class probabilities, and time moving past the TTL: the same joins and the same
+    state, byte for byte."""
+    import numpy as np
+
+    from monitor.contracts.batch import OutcomeBatch, PredictionBatch
+
+    rng = np.random.default_rng(seed)
+    settings = {"ttl_seconds": 600, "early_ttl_seconds": 60, "max_pending": 5_000}
+    bulk, alone = JoinStore(**settings), JoinStore(**settings)
+    t, next_id, used_bulk = 1.7e9, 0, 0
+    for _ in range(40):
+        n = int(rng.integers(1, 300))
+        duplicates, multiclass = rng.random() < 0.3, rng.random() < 0.3  # either needs the per-event rules
+        events, offsets = [], []
+        for _ in range(n):
+            t += float(rng.exponential(0.6))
+            if duplicates and rng.random() < 0.05 and next_id:
+                pid = f"p{int(rng.integers(0, next_id))}"  # a duplicate, or one an outcome waits for
+            else:
+                pid, next_id = f"p{next_id}", next_id + 1
+            p = float(rng.random())
+            prediction = [p, int(p > 0.5), bool(p > 0.5), "yes" if p > 0.5 else "no"][int(rng.integers(0, 4))]
+            probabilities = [None, {"0": 1 - p, "1": p}, {"a": p / 2, "b": p / 2, "c": 1 - p}][
+                int(rng.integers(0, 3 if multiclass else 2))
+            ]
+            slices = None if rng.random() < 0.7 else {"country": str(rng.choice(["DE", "FR", "US"]))}
+            fields = {"model_id": f"m{int(rng.integers(0, 2))}", "prediction_id": pid, "features": {},
+                      "timestamp": datetime.fromtimestamp(t, UTC), "prediction": prediction, "slices": slices,
+                      "probabilities": probabilities if rng.random() < 0.9 else None}  # fmt: skip
+            events.append(PredictionEvent(**fields))
+            offsets.append(len(offsets))
+        outcome_events = [
+            OutcomeEvent(prediction_id=f"p{int(rng.integers(0, next_id + 20))}", label=int(rng.integers(0, 2)),
+                         timestamp=datetime.fromtimestamp(t + float(rng.exponential(30)), UTC))
+            for _ in range(int(rng.integers(0, 40)))
+        ]  # fmt: skip
+        predictions = PredictionBatch.from_events(events, offsets)
+        outcomes = OutcomeBatch.from_events(outcome_events, range(n, n + len(outcome_events)))
+        pending = bulk.pending
+        joined_bulk = bulk.add_batch(predictions, OutcomeBatch.empty())
+        used_bulk += joined_bulk == [] and bulk.pending == pending + n and n >= 16
+        joined_alone = [bulk_row for e in events if (bulk_row := alone.add_prediction(e)) is not None]
+        assert [record.to_dict() for _, record in joined_bulk] == [r.to_dict() for r in joined_alone]
+        joined_bulk = bulk.add_batch(PredictionBatch.empty(), outcomes)
+        joined_alone = [r for e in outcome_events if (r := alone.add_outcome(e)) is not None]
+        assert [record.to_dict() for _, record in joined_bulk] == [r.to_dict() for r in joined_alone]
+        assert json.dumps(bulk.to_state(), sort_keys=True) == json.dumps(alone.to_state(), sort_keys=True)
+        assert bulk.counters() == alone.counters()
+    assert used_bulk >= 3  # the batch path was taken, not only the per-event one
