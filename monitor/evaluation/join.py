@@ -348,9 +348,10 @@ class JoinStore:
             n < 16
             or len(wanted) < n
             or len(self._index) + n > self.max_pending
-            or not wanted.isdisjoint(self._index)
-            or (self._tombs and not wanted.isdisjoint(self._tombs))
-            or (self._early and not wanted.isdisjoint(self._early))
+            # keys().isdisjoint walks the smaller side; set.isdisjoint(dict) would walk the whole store
+            or not self._index.keys().isdisjoint(wanted)
+            or not self._tombs.keys().isdisjoint(wanted)
+            or not self._early.keys().isdisjoint(wanted)
         ):
             return False
         # Keys: every (model, version, slices) already interned and cached, so no cap is counted.
