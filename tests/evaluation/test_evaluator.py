@@ -441,3 +441,59 @@ def test_cbpe_and_evaluator_state_is_strict_json_even_without_positives():
     evaluator.close_window(at_seconds(1e9 + 300))
     state = json.loads(json.dumps(evaluator.to_state(), allow_nan=False))
     assert ModelEvaluator.from_state(state).metrics() == evaluator.metrics()
+
+
+# ---------------------------------------------------------------- reading never consumes
+
+
+def test_reading_metrics_processes_nothing_and_drops_no_finding():
+    """A read between two observations must not flush the buffers: the error-rate jump's alarm
+    is still returned by the next call that processes the batch, at the same outcome."""
+    rng = np.random.default_rng(84)
+    good = joined_records(3000, rng)
+    label = (rng.random(3000) < 0.4).astype(int)
+    bad = [
+        JoinedOutcome(
+            f"q{i}",
+            "churn",
+            "v1",
+            1e9 + 3000 + i,
+            int(1 - label[i]) if i % 2 else int(label[i]),
+            0.8,
+            (),
+            int(label[i]),
+            1e9 + 3060 + i,
+        )  # fmt: skip
+        for i in range(3000)
+    ]
+    records = good + bad
+    straight = ModelEvaluator("churn", config(warmup_outcomes=2000), batch_size=512)
+    expected = straight.observe_outcomes(records, list(range(6000))) + straight.flush()
+    assert active(expected, AlertKind.performance_degradation)
+
+    reader = ModelEvaluator("churn", config(warmup_outcomes=2000), batch_size=512)
+    findings = []
+    for k in range(0, 6000, 100):
+        findings += reader.observe_outcomes(records[k : k + 100], list(range(k, k + 100)))
+        state = reader.to_state()
+        report = reader.metrics()
+        assert report["overall"]["count"] == report["counters"]["outcomes"] == k + 100  # buffered ones count
+        reader.window_metrics()
+        reader.cbpe_report()
+        assert reader.to_state() == state  # nothing processed by the reads
+    findings += reader.flush()
+    assert findings == expected
+
+
+def test_window_metrics_include_buffered_outcomes_without_processing_them():
+    evaluator = ModelEvaluator("churn", config(), batch_size=10_000)
+    records = joined_records(1000, np.random.default_rng(85))
+    evaluator.observe_outcomes(records[:400])
+    evaluator.close_window(at_seconds(1e9 + 999.5))
+    evaluator.observe_outcomes(records[400:])  # late labels of the closed window: buffered
+    before = evaluator.to_state()
+    assert [w["labelled"] for w in evaluator.window_metrics()] == [1000]
+    assert evaluator.metrics()["overall"]["count"] == 1000
+    assert evaluator.to_state() == before
+    evaluator.flush()
+    assert [w["labelled"] for w in evaluator.window_metrics()] == [1000]
