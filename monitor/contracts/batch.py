@@ -388,18 +388,25 @@ def decode_batch(
         "any": ((prediction_decoder, fast_predictions), (outcome_decoder, fast_outcomes)),
     }[kind]
     errors = (msgspec.ValidationError, msgspec.DecodeError)
-    for index, raw in enumerate(raws):
-        if len(raw) > max_bytes:
-            slow.append(index)
-            continue
-        for decoder, out in decoders:
-            try:
-                out.append((index, decoder.decode(raw)))
-                break
-            except errors:
+    first_decoder, first_out = decoders[0]
+    try:  # the common case, every event of the first kind and within the size limit: no Python loop
+        if max(map(len, raws), default=0) > max_bytes:
+            raise msgspec.DecodeError
+        first_out += enumerate(map(first_decoder.decode, raws))
+    except errors:
+        first_out.clear()
+        for index, raw in enumerate(raws):
+            if len(raw) > max_bytes:
+                slow.append(index)
                 continue
-        else:
-            slow.append(index)
+            for decoder, out in decoders:
+                try:
+                    out.append((index, decoder.decode(raw)))
+                    break
+                except errors:
+                    continue
+            else:
+                slow.append(index)
 
     p_rows, p_times, p_at = _checked(fast_predictions, slow, limits, _valid_predictions)
     o_rows, o_times, o_at = _checked(fast_outcomes, slow, limits, _valid_outcomes)
