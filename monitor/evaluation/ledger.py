@@ -25,7 +25,7 @@ from monitor.evaluation.cbpe import CBPEWindow
 from monitor.evaluation.evidence import finite
 from monitor.evaluation.metrics import MetricsAccumulator, ServingStats
 
-MAX_TRACKED_WINDOWS = 100_000
+MAX_TRACKED_WINDOWS = 256
 """Closed windows remembered for label coverage and CBPE estimate-vs-realised (~0.18 KiB each in
 the state, so ~46 KiB at most per model).
 

@@ -497,3 +497,33 @@ def test_window_metrics_include_buffered_outcomes_without_processing_them():
     assert evaluator.to_state() == before
     evaluator.flush()
     assert [w["labelled"] for w in evaluator.window_metrics()] == [1000]
+
+
+def test_state_stops_growing_after_many_windows_and_late_labels_still_count():
+    """Windows are remembered until their label coverage is final (a week by default); beyond
+    `MAX_TRACKED_WINDOWS` old windows merge instead of piling up, and keep their counts."""
+    from monitor.evaluation.ledger import MAX_TRACKED_WINDOWS
+
+    evaluator = ModelEvaluator("churn", config(expected_label_coverage=0.5), batch_size=64, max_report_windows=5)
+    rng = np.random.default_rng(86)
+    per_window, n_windows, lag = 20, 1500, 400
+    records = joined_records(per_window * n_windows, rng)
+    sizes, observed = {}, 0
+    for k in range(n_windows):
+        evaluator.observe_outcomes(records[k * per_window : k * per_window + per_window // 2])  # on time
+        if k >= lag:  # the other half of window k - lag's labels, `lag` windows late
+            j = k - lag
+            evaluator.observe_outcomes(records[j * per_window + per_window // 2 : (j + 1) * per_window])
+            observed += per_window // 2
+        observed += per_window // 2
+        evaluator.close_window(at_seconds(1e9 + (k + 1) * per_window - 0.5))
+        if k + 1 in (600, 1000, 1500):
+            sizes[k + 1] = len(json.dumps(evaluator.to_state()))
+    state = evaluator.to_state()
+    assert len(state["windows"]) <= MAX_TRACKED_WINDOWS
+    assert sizes[1500] <= sizes[600] * 1.02 and sizes[1000] <= sizes[600] * 1.02
+    labelled = sum(w["labelled"] for w in state["windows"]) + state["open"]["labelled"]
+    assert state["counters"]["outcomes_for_untracked_windows"] == 0
+    assert labelled == observed == state["counters"]["outcomes"]
+    indices = [w["index"] for w in state["windows"]]
+    assert indices == sorted(indices) and indices[-1] == n_windows - 1 and indices[0] == 0
