@@ -55,54 +55,6 @@ def _output(path: Path) -> Path:
     return path
 
 
-SMALL_REFERENCE_RATE_FACTOR = 10.0
-"""How much the luck of the reference may move a detector's false-alarm rate (see `rows_needed`)."""
-
-
-def rows_needed(config, model, feature_types: dict[str, FeatureType]) -> tuple[int, int]:
-    """(reference rows the model's calibration needs, number of its drift detectors).
-
-    The rule is the most sensitive detector's, the `cusum` on a numeric feature or the score,
-    the one that false-alarms first on a small reference (a 200-row reference raised cusum and
-    category_cusum alerts on 4,000 events of its own distribution; 1,000 and 5,000 rows, none):
-
-    * each detector is calibrated to a run length R = `alerting.run_length_events` /
-      (1 - `evaluation.budget_share`) x the number of the model's drift detectors (as
-      `DriftMonitor` splits the budget);
-    * a CUSUM with allowance k (half the smallest of `cusum`'s `mean_shifts`: 0.25 / 2) on
-      standardised values reaches its limit h about once in R values when 2 k h = ln R
-      (Siegmund's approximation, Gaussian values);
-    * a reference whose mean is off by d standard deviations turns one side's drift from -k
-      to -(k - d), multiplying its false-alarm rate by about exp(2 h d) = R^(d / k); with n rows,
-      d is about 1 / sqrt(n) (one standard error: a third of references are further off);
-    * that factor stays within `SMALL_REFERENCE_RATE_FACTOR` (10) when
-      n >= (ln R / (k ln 10))^2.
-
-    With the defaults and three numeric features and one categorical (12 detectors, R = 2.4e8),
-    that is about 4,500 rows, in line with the 5,000 the calibration was measured on
-    (`monitor.detectors.calibration`); 200 rows make a one-standard-error reference alarm ~50,000
-    times too often. The bootstrap calibration already averages over what the reference could
-    have been, so this bounds the spread between deployments, not the average. Calibration
-    uses at most `reference.sample_size` rows of a reference, whatever its size."""
-    import math
-
-    from monitor.core.reference import PREDICTION
-    from monitor.detectors import registry
-
-    detectors = model.detectors
-    numeric = [name for name, kind in feature_types.items() if kind == FeatureType.numeric and name != PREDICTION]
-    count = len(detectors.prediction) if PREDICTION in feature_types else 0
-    for name, kind in feature_types.items():
-        if name != PREDICTION:
-            count += len(detectors.numeric if kind == FeatureType.numeric else detectors.categorical)
-    count += len(detectors.multivariate) if len(numeric) >= 2 else 0
-    run_length = config.alerting.run_length_events / (1.0 - config.evaluation.budget_share) * max(count, 1)
-    shifts = registry.create("cusum", **detectors.params.get("cusum", {})).params["mean_shifts"]
-    allowance = min(shifts) / 2
-    needed = (math.log(run_length) / (allowance * math.log(SMALL_REFERENCE_RATE_FACTOR))) ** 2
-    return int(math.ceil(needed / 100) * 100), count
-
-
 def _ensure_topics(kafka, wait_seconds: float) -> dict[str, int]:
     """Create the topics, retrying an unreachable broker until `wait_seconds` have passed (each
     attempt waits at most 10 s); then fail in one line naming the servers."""
@@ -216,7 +168,9 @@ def reference(
         f"reference {profile.version} for {model_id}: {profile.n_rows} rows, {len(types)} features "
         f"({numeric} numeric, {len(types) - numeric} categorical) -> {out}"
     )
-    needed, detectors = rows_needed(config, model, profile.feature_types(include_prediction=True))
+    from monitor.monitoring.drift import reference_rows_needed
+
+    needed, detectors = reference_rows_needed(config, model, profile.feature_types(include_prediction=True))
     used = min(profile.n_rows, config.reference.sample_size)
     if used < needed:
         budget = config.alerting

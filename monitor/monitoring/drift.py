@@ -49,6 +49,64 @@ MAX_SCORE_HISTORY = 20
 """Closed windows whose score each check remembers, for the evidence (`recent_scores`)."""
 
 
+SMALL_REFERENCE_RATE_FACTOR = 10.0
+"""How much the luck of the reference may move a detector's false-alarm rate (`reference_rows_needed`)."""
+
+
+def detector_run_length(config: MonitorConfig, n_detectors: int) -> float:
+    """The run length each of a model's `n_detectors` drift detectors is calibrated to: the drift
+    side spends what evaluation leaves of the model's budget, equally per detector."""
+    return config.alerting.run_length_events / (1.0 - config.evaluation.budget_share) * max(n_detectors, 1)
+
+
+def count_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -> int:
+    """Drift detectors of a model whose reference has these features (`PREDICTION`: the score)."""
+    detectors = model.detectors
+    assert detectors is not None, "use MonitorConfig.model()"
+    count = 0
+    for name, kind in feature_types.items():
+        if name == PREDICTION:
+            count += len(detectors.prediction)
+        else:
+            count += len(detectors.numeric if kind is FeatureType.numeric else detectors.categorical)
+    numeric = [name for name, kind in feature_types.items() if kind is FeatureType.numeric and name != PREDICTION]
+    return count + (len(detectors.multivariate) if len(numeric) >= 2 else 0)
+
+
+def reference_rows_needed(
+    config: MonitorConfig, model: ModelConfig, feature_types: dict[str, FeatureType]
+) -> tuple[int, int]:
+    """(reference rows the model's calibration needs, number of its drift detectors).
+
+    The rule is the most sensitive detector's, the `cusum` on a numeric feature or the score,
+    the one that false-alarms first on a small reference (a 200-row reference raised cusum and
+    category_cusum alerts on 4,000 events of its own distribution; 1,000 and 5,000 rows, none):
+
+    * each detector is calibrated to a run length R = `alerting.run_length_events` /
+      (1 - `evaluation.budget_share`) x the number of the model's drift detectors (`detector_run_length`);
+    * a CUSUM with allowance k (half the smallest of `cusum`'s `mean_shifts`: 0.25 / 2) on
+      standardised values reaches its limit h about once in R values when 2 k h = ln R
+      (Siegmund's approximation, Gaussian values);
+    * a reference whose mean is off by d standard deviations turns one side's drift from -k
+      to -(k - d), multiplying its false-alarm rate by about exp(2 h d) = R^(d / k); with n rows,
+      d is about 1 / sqrt(n) (one standard error: a third of references are further off);
+    * that factor stays within `SMALL_REFERENCE_RATE_FACTOR` (10) when
+      n >= (ln R / (k ln 10))^2.
+
+    With the defaults and three numeric features and one categorical (12 detectors, R = 2.4e8),
+    that is about 4,500 rows, in line with the 5,000 the calibration was measured on
+    (`monitor.detectors.calibration`); 200 rows make a one-standard-error reference alarm ~50,000
+    times too often. The bootstrap calibration already averages over what the reference could
+    have been, so this bounds the spread between deployments, not the average. Calibration
+    uses at most `reference.sample_size` rows of a reference, whatever its size."""
+    count = count_detectors(model, feature_types)
+    params = model.detectors.params.get("cusum", {})  # type: ignore[union-attr]
+    allowance = min(registry.create("cusum", **params).params["mean_shifts"]) / 2
+    run_length = detector_run_length(config, count)
+    needed = (math.log(run_length) / (allowance * math.log(SMALL_REFERENCE_RATE_FACTOR))) ** 2
+    return int(math.ceil(needed / 100) * 100), count
+
+
 def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(float(seconds), UTC)
 
@@ -240,9 +298,17 @@ class DriftMonitor:
         numeric = [n for n, (t, _, _) in plan.items() if t is FeatureType.numeric and n != PREDICTION]
         multivariate = [self._create(n) for n in detectors.multivariate] if len(numeric) >= 2 else []
         n_detectors = sum(len(d) for _, _, d in plan.values()) + len(multivariate)
-        # The drift side spends what evaluation leaves of the model's budget, equally per detector.
-        drift_share = 1.0 - self.config.evaluation.budget_share
-        run_length = self.config.alerting.run_length_events / drift_share * max(n_detectors, 1)
+        run_length = detector_run_length(self.config, n_detectors)
+        needed, _ = reference_rows_needed(self.config, self.model, {n: t for n, (t, _, _) in plan.items()})
+        used = min(reference.n_rows, self.config.reference.sample_size)
+        if used < needed:
+            log.warning(
+                "model %s: its reference of %d rows is too small for the false-alarm budget; about %d rows would "
+                "do (reference.warmup_events, or driftline reference): expect more false alarms than declared",
+                self.model.model_id,
+                used,
+                needed,
+            )
         window_size = self.model.window.size_events or self.model.window.min_events  # type: ignore[union-attr]
 
         self.reference = reference

@@ -166,8 +166,8 @@ def test_the_rows_needed_follow_the_configuration(tmp_path):
 
 
 def test_rows_needed_by_the_rule():
-    from monitor.cli import rows_needed
     from monitor.contracts.config import FeatureType, load_config
+    from monitor.monitoring.drift import reference_rows_needed as rows_needed
 
     config = load_config(None)
     model = config.model("fraud")

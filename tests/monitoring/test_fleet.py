@@ -169,3 +169,31 @@ def test_evaluation_windows_hold_exactly_their_events_whatever_the_batch_size(ba
     windows = fleet.models["m"].evaluator.window_metrics()
     assert [w["predictions"] for w in windows] == [1000] + [500] * 10
     assert {w["label_coverage"] for w in windows} == {1.0}
+
+
+@pytest.mark.parametrize(("warmup", "warned"), [(200, True), (5000, False)])
+def test_the_monitor_warns_when_its_reference_is_too_small_for_the_budget(caplog, warmup, warned):
+    """A 200-event warm-up raised drift alerts on events of its own distribution; the monitor says
+    so when it builds such a reference, naming how many rows would do."""
+    rng = np.random.default_rng(2)
+    config = MonitorConfig.model_validate({"reference": {"warmup_events": warmup}})
+    events = [
+        decode_any(
+            orjson.dumps(
+                {
+                    "model_id": "m",
+                    "prediction_id": f"p{i}",
+                    "timestamp": "2024-01-01T00:00:00Z",
+                    "features": {"x": float(rng.normal()), "y": float(rng.normal())},
+                    "prediction": float(rng.random()),
+                }
+            )
+        )  # fmt: skip
+        for i in range(warmup)
+    ]
+    with caplog.at_level("WARNING", logger="monitor.monitoring.drift"):
+        run(FleetMonitor(config), events)
+    said = [r.getMessage() for r in caplog.records if "too small for the false-alarm budget" in r.getMessage()]
+    assert bool(said) == warned
+    if warned:
+        assert f"reference of {warmup} rows" in said[0] and "rows would do" in said[0]
