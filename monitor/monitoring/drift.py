@@ -68,8 +68,8 @@ def count_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -
         if name == PREDICTION:
             count += len(detectors.prediction)
         else:
-            count += len(detectors.numeric if kind is FeatureType.numeric else detectors.categorical)
-    numeric = [name for name, kind in feature_types.items() if kind is FeatureType.numeric and name != PREDICTION]
+            count += len(detectors.numeric if kind == FeatureType.numeric else detectors.categorical)
+    numeric = [name for name, kind in feature_types.items() if kind == FeatureType.numeric and name != PREDICTION]
     return count + (len(detectors.multivariate) if len(numeric) >= 2 else 0)
 
 
