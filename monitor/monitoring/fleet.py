@@ -14,6 +14,7 @@ processing raised them, so replay can report `detected_at_offset`.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,6 +155,8 @@ class FleetMonitor:
         self.join = JoinStore.from_config(config)
         self.dropped = Counter[str]()
         """Events not monitored, by reason (e.g. `max_models` reached)."""
+        self.event_time = -math.inf
+        """Latest prediction time seen, of any model: the stream's event-time clock."""
 
     def model(self, model_id: str) -> ModelMonitor | None:
         monitor = self.models.get(model_id)
@@ -184,8 +187,19 @@ class FleetMonitor:
                 self.dropped["max_models"] += len(model_predictions) + len(records)
                 continue
             raised += monitor.observe(model_predictions, records, positions)
+        if len(predictions):
+            raised += self.advance_to(float(predictions.timestamps.max()), int(predictions.positions[-1]))
         raised.sort(key=lambda r: -1 if r.offset is None else r.offset)
         return raised
+
+    def advance_to(self, event_time: float, offset: int | None = None) -> list[RaisedAlert]:
+        """Move the stream's event time to `event_time` (seconds) and close every model's time
+        windows it has passed, quiet models' too: the same rule as the streaming worker's timer
+        (`ModelMonitor.advance_to`), so a model that goes quiet reports its last window in replay
+        as in the worker. `offset`: the event that moved the clock."""
+        self.event_time = max(self.event_time, event_time)
+        at = datetime.fromtimestamp(self.event_time, UTC)
+        return [alert for monitor in self.models.values() for alert in monitor.advance_to(at, offset)]
 
     def flush(self) -> list[RaisedAlert]:
         raised = [alert for monitor in self.models.values() for alert in monitor.flush()]
@@ -198,6 +212,7 @@ class FleetMonitor:
             "models": {model_id: monitor.to_state() for model_id, monitor in self.models.items()},
             "join": self.join.to_state(),
             "dropped": dict(self.dropped),
+            "event_time": None if self.event_time == -math.inf else self.event_time,
         }
 
     @classmethod
@@ -206,4 +221,5 @@ class FleetMonitor:
         fleet.models = {model_id: ModelMonitor(model_id, config, s) for model_id, s in state["models"].items()}
         fleet.join.restore(state["join"])
         fleet.dropped = Counter(state["dropped"])
+        fleet.event_time = -math.inf if state.get("event_time") is None else state["event_time"]
         return fleet

@@ -197,3 +197,34 @@ def test_the_monitor_warns_when_its_reference_is_too_small_for_the_budget(caplog
     assert bool(said) == warned
     if warned:
         assert f"reference of {warmup} rows" in said[0] and "rows would do" in said[0]
+
+
+def test_caps_and_the_event_time_clock_are_the_fleets_own():
+    """`caps.max_models`: events of models past the cap are counted, not monitored. And a model
+    that goes quiet still closes its time window once the stream's event time passes it (the
+    worker's timer rule), so its last window is reported in replay too."""
+    config = MonitorConfig.model_validate(
+        {
+            "caps": {"max_models": 2},
+            "reference": {"warmup_events": 100},
+            "window": {"size_events": None, "size_seconds": 60, "min_events": 10},
+        }
+    )
+    rng = np.random.default_rng(4)
+
+    def event(model: str, i: int, second: int):
+        fields = {"model_id": model, "prediction_id": f"{model}-{i}", "prediction": float(rng.random()),
+                  "timestamp": f"2024-01-01T00:{second // 60:02d}:{second % 60:02d}Z",
+                  "features": {"x": float(rng.normal())}}  # fmt: skip
+        return decode_any(orjson.dumps(fields))
+
+    fleet = FleetMonitor(config)
+    # quiet: 150 events in the first 30 s (100 warm up the reference), then nothing
+    quiet = [event("quiet", i, i // 5) for i in range(150)]
+    busy = [event("busy", i, i // 5) for i in range(1500)]  # 300 s of a steady model
+    extra = [event("third", i, 200 + i) for i in range(20)]
+    run(fleet, quiet + busy + extra, batch=100)
+    assert set(fleet.models) == {"quiet", "busy"}
+    assert fleet.dropped["max_models"] == 20
+    assert fleet.models["quiet"].windows_closed == 1  # closed by the busy model's event time
+    assert orjson.loads(orjson.dumps(fleet.to_state()))["event_time"] == fleet.event_time
