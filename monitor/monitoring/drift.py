@@ -304,10 +304,11 @@ class DriftMonitor:
         if used < needed:
             log.warning(
                 "model %s: its reference of %d rows is too small for the false-alarm budget; about %d rows would "
-                "do (reference.warmup_events, or driftline reference): expect more false alarms than declared",
+                "do (a larger reference, or reference.warmup_events%s): expect more false alarms than declared",
                 self.model.model_id,
                 used,
                 needed,
+                ", and reference.sample_size as many" if needed > self.config.reference.sample_size else "",
             )
         window_size = self.model.window.size_events or self.model.window.min_events  # type: ignore[union-attr]
 
