@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,14 @@ def metrics_port(log: Path, timeout: float = 20.0) -> int:
             return int(found.group(1))
         time.sleep(0.2)
     raise AssertionError(f"no metrics port in {log}:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def metric(log: Path, sample: str) -> float:
+    """The value of one sample (name and labels as exported) on the worker's `/metrics`; 0 if absent."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(log)}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def log_tail(path: Path, chars: int = 3000) -> str:

@@ -15,13 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from worker_support import metrics_port, start_worker, stop_worker
+from worker_support import metric as _metric
+from worker_support import start_worker, stop_worker
 
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
@@ -218,14 +218,6 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
         stop_worker(first)
         if second is not None:
             stop_worker(second)
-
-
-def _metric(log: Path, sample: str) -> float:
-    """The value of one sample (name and labels as exported) on the worker's `/metrics`; 0 if absent."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(log)}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
 
 
 def test_a_state_too_large_to_save_is_replayed_after_a_kill_not_lost(tmp_path, kafka_config):
