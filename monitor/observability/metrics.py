@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from monitor.contracts.alert import Alert, AlertStatus
 
@@ -28,7 +28,22 @@ if TYPE_CHECKING:
 
 PERFORMANCE_METRICS = ("accuracy", "error_rate", "macro_f1", "f1", "log_loss", "brier", "ece", "cost_per_1000",
                        "mae", "rmse", "bias")  # fmt: skip
-"""Metrics of a closed evaluation window exported per model and version (`version="all"`: overall)."""
+"""Metrics of a closed evaluation window exported per model, and per model and version; the
+label-free estimates (CBPE: accuracy, f1, roc_auc) share their names where they overlap."""
+
+ESTIMATED_METRICS = ("accuracy", "f1", "roc_auc")
+
+# Prometheus' conventions: a counter is its `_total` series; a `_created` series beside every
+# counter doubles the series for no query on-call writes.
+disable_created_metrics()
+
+
+def _numbers(summary: dict[str, Any]) -> Iterable[tuple[str, float]]:
+    """(metric, value) of the exported metrics a window summary holds as numbers."""
+    for metric in (*PERFORMANCE_METRICS, "roc_auc"):
+        value = summary.get(metric)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            yield metric, value
 
 
 def _alert_labels(alert: Alert) -> tuple[str, ...]:
@@ -122,8 +137,20 @@ class DriftlineMetrics:
         )
         self.performance = Gauge(
             "driftline_model_performance",
-            "Latest value of an evaluation metric.",
+            "Latest value of an evaluation metric, every version of the model together.",
+            ["model", "metric"],
+            registry=registry,
+        )
+        self.version_performance = Gauge(
+            "driftline_model_version_performance",
+            "Latest value of an evaluation metric of one model version.",
             ["model", "version", "metric"],
+            registry=registry,
+        )
+        self.estimated_performance = Gauge(
+            "driftline_model_estimated_performance",
+            "Label-free estimate (CBPE) of an evaluation metric of the last closed window, before its labels.",
+            ["model", "metric"],
             registry=registry,
         )
         self.alert_active = Gauge(
@@ -184,11 +211,13 @@ class DriftlineMetrics:
         windows = monitor.evaluator.window_metrics(last=1)
         if windows:
             window = windows[-1]
-            for version, summary in {"all": window["overall"], **window["versions"]}.items():
-                for metric in PERFORMANCE_METRICS:
-                    value = summary.get(metric)
-                    if isinstance(value, int | float):
-                        self._set(model_id, self.performance, (model_id, version, metric), value)
+            for metric, value in _numbers(window["overall"]):
+                self._set(model_id, self.performance, (model_id, metric), value)
+            for version, summary in window["versions"].items():
+                for metric, value in _numbers(summary):
+                    self._set(model_id, self.version_performance, (model_id, version, metric), value)
+            for metric, value in _numbers({k: (window["cbpe"] or {}).get(k) for k in ESTIMATED_METRICS}):
+                self._set(model_id, self.estimated_performance, (model_id, metric), value)
 
     def forget_model(self, model_id: str) -> None:
         """Remove a model's gauge series (it moved to another worker in a rebalance): a stale

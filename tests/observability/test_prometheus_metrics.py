@@ -81,3 +81,40 @@ def test_resolved_alerts_read_0_and_a_model_that_moved_away_has_no_series():
         )
         is None
     )
+
+
+def test_performance_is_exported_overall_per_version_and_estimated_with_no_created_series():
+    """Realised metrics overall (no pseudo-version label: summing over versions must not double
+    count) and per version, CBPE's estimate beside them, and no `_created` series."""
+    from prometheus_client import generate_latest
+
+    from monitor.contracts.batch import OutcomeBatch, PredictionBatch
+    from monitor.contracts.events import OutcomeEvent
+
+    rng = random.Random(8)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    predictions, outcomes = [], []
+    for i in range(3000):
+        p = rng.random()
+        fields = {"model_id": MODEL, "prediction_id": f"p{i}", "model_version": f"v{i % 2}", "prediction": int(p > 0.5),
+                  "probabilities": {"0": 1 - p, "1": p}, "timestamp": start + timedelta(seconds=i),
+                  "features": {"amount": rng.gauss(0, 1), "age": rng.gauss(40, 5)}}  # fmt: skip
+        predictions.append(PredictionEvent.model_validate(fields))
+        outcomes.append(OutcomeEvent(prediction_id=f"p{i}", label=int(rng.random() < p), timestamp=start))
+    fleet = FleetMonitor(CONFIG)
+    for at in range(0, 3000, 500):
+        fleet.observe(PredictionBatch.from_events(predictions[at : at + 500], range(at, at + 500)))
+        fleet.observe(PredictionBatch.empty(), OutcomeBatch.from_events(outcomes[at : at + 500], range(at, at + 500)))
+    metrics = DriftlineMetrics(CollectorRegistry())
+    metrics.observe_model(MODEL, fleet.models[MODEL])
+    sample = metrics.registry.get_sample_value
+    overall = sample("driftline_model_performance", {"model": MODEL, "metric": "accuracy"})
+    by_version = [
+        sample("driftline_model_version_performance", {"model": MODEL, "version": v, "metric": "accuracy"})
+        for v in ("v0", "v1")
+    ]
+    estimated = sample("driftline_model_estimated_performance", {"model": MODEL, "metric": "accuracy"})
+    assert overall is not None and None not in by_version and estimated is not None
+    assert min(by_version) <= overall <= max(by_version)
+    assert abs(estimated - overall) < 0.1  # calibrated probabilities: the estimate is close
+    assert b"_created" not in generate_latest(metrics.registry)
