@@ -38,6 +38,13 @@ from monitor.core.windows import WindowClock
 from monitor.detectors import registry
 from monitor.detectors._common import update_together
 from monitor.detectors.base import Detector, SequentialDetector, TestResult, WindowTest
+from monitor.monitoring.change import (
+    SHIFTED_SD,
+    categorical_change,
+    describe,
+    numeric_change,
+    tripped_component,
+)
 from monitor.monitoring.columns import category_codes, category_column, numeric_column
 
 log = logging.getLogger(__name__)
@@ -109,6 +116,29 @@ def reference_rows_needed(
 
 def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(float(seconds), UTC)
+
+
+def _what_tripped(result: TestResult, verb: str) -> str:
+    """`statistic 1.2 reached its calibrated limit 1.1`, naming the component of a detector with
+    several (a CUSUM's mean up, mean down, spread) that crossed its own limit."""
+    component = tripped_component(result.details)
+    if component is None:
+        return f"statistic {result.score:.3g} {verb} its calibrated threshold {result.threshold:.3g}"
+    name, value, limit = component
+    return f"component {name} {value:.4g} {verb} its calibrated limit {limit:.4g}"
+
+
+def _most_moved(moved: list[list[Any]]) -> str:
+    """`most in 'amount' (+0.82 sd) and 'age' (spread x1.4)`, or that no feature moved alone."""
+    parts = []
+    for name, smd, spread in moved:
+        if math.isfinite(smd) and abs(smd) >= SHIFTED_SD:
+            parts.append(f"{name!r} ({smd:+.2g} sd)")
+        elif math.isfinite(spread) and spread > 0 and abs(math.log(spread)) >= math.log1p(SHIFTED_SD):
+            parts.append(f"{name!r} (spread x{spread:.3g})")
+    if not parts:
+        return f"though no feature moved alone by {SHIFTED_SD:g} sd: the change is in how they vary together"
+    return "most in " + ", ".join(parts)
 
 
 def _remember(history: dict[str, list[list[float]]], name: str, end: datetime, score: float) -> None:
@@ -506,12 +536,25 @@ class DriftMonitor:
                 detector,
                 result.score,
                 feature.stats.count,  # type: ignore[union-attr]
-                {**result.details, **_recent(feature.history.get(detector.name, []), (at, result.score))},
+                {
+                    **result.details,
+                    **(change := self._change(feature)),
+                    **self._distributions(feature),
+                    **_recent(feature.history.get(detector.name, []), (at, result.score)),
+                },
             ),
-            summary=f"{self.model.model_id}: {self._subject(feature)} changed ({detector.name} "
-            f"statistic {result.score:.3g} reached its calibrated threshold {result.threshold:.3g})",
+            summary=f"{self.model.model_id}: {describe(change, self._subject(feature))}; {detector.name} "
+            + _what_tripped(result, "reached"),
             offset=int(batch.positions[position]),
         )
+
+    def _change(self, feature: FeatureMonitor) -> dict[str, Any]:
+        """How the open window differs from the reference, in the feature's units (`change`)."""
+        assert self.reference is not None and feature.stats is not None
+        reference = self.reference.features[feature.name].stats
+        if isinstance(feature.stats, NumericStats) and isinstance(reference, NumericStats):
+            return numeric_change(reference, feature.stats)
+        return categorical_change(reference, feature.stats)  # type: ignore[arg-type]
 
     def _close_window(self, at: datetime) -> list[Finding]:
         findings: list[Finding] = []
@@ -554,12 +597,13 @@ class DriftMonitor:
                                 stats.count,
                                 {
                                     **result.details,
+                                    **(change := self._change(feature)),
                                     **self._distributions(feature),
                                     **_recent(feature.history[test.name]),
                                 },
                             ),
-                            summary=f"{self.model.model_id}: {self._subject(feature)} drifted from the reference "
-                            f"({test.name} = {result.score:.3g} over threshold {result.threshold:.3g})",
+                            summary=f"{self.model.model_id}: {describe(change, self._subject(feature))}; "
+                            f"{test.name} = {result.score:.3g} over its threshold {result.threshold:.3g}",
                         )
                     )
         if not drifted:
@@ -649,15 +693,32 @@ class DriftMonitor:
                                 test,
                                 result.score,
                                 len(rows),
-                                {**result.details, **_recent(self.multivariate_history[test.name])},
+                                {
+                                    **result.details,
+                                    "features_moved": (moved := self._features_moved()),
+                                    **_recent(self.multivariate_history[test.name]),
+                                },
                             ),
-                            summary=f"{self.model.model_id}: the joint distribution of {width} numeric features "
-                            f"changed ({test.name} = {result.score:.3g} over {result.threshold:.3g})",
+                            summary=f"{self.model.model_id}: the joint distribution of its {width} numeric features "
+                            f"changed, {_most_moved(moved)}; {test.name} = {result.score:.3g} over its threshold "
+                            f"{result.threshold:.3g}",
                         )
                     )
         if not drifted:
             findings.append(Finding(AlertKind.multivariate_drift, self.model.model_id, None, None, False, at))
         return findings
+
+    def _features_moved(self, top: int = 3) -> list[list[Any]]:
+        """[feature, standardised mean difference, spread ratio] of the multivariate test's
+        features that moved most in the window, largest first."""
+        moves = []
+        for name in self.multivariate_names:
+            change = self._change(self.features[name])
+            smd, spread = change["standardised_mean_difference"], change["spread_ratio"]
+            size = max(abs(smd) if math.isfinite(smd) else 0.0, abs(math.log(spread)) if spread > 0 else 0.0)
+            moves.append((size, [name, round(smd, 4), round(spread, 4)]))
+        moves.sort(key=lambda move: -move[0])
+        return [move for _, move in moves[:top]]
 
     def _open_window(self) -> None:
         max_categories = self.config.caps.max_categories
