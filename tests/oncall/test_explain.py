@@ -126,6 +126,15 @@ def test_numeric_feature_drift_page(records):
     assert details["recent_scores"][-1] == pytest.approx(ks_record.evidence.score, rel=1e-5)
 
 
+def test_a_cusum_raised_drift_page_draws_the_distributions_and_says_what_moved(records):
+    """Sequential detectors alarm between window closes; their alerts carry the window's and the
+    reference's summaries too, so the page draws them (it drew nothing before)."""
+    alert, page = page_for(records, "feature_drift", "amount", "cusum")
+    assert alert.evidence.detector == "cusum"
+    assert "Reference against current distribution of amount" in page
+    assert alert.evidence.details["direction"] == "up" and "'amount' moved up" in alert.summary
+
+
 def test_categorical_drift_page_shows_category_bars(records):
     alert, page = page_for(records, "feature_drift", "colour")
     assert_self_contained(page)
@@ -259,7 +268,12 @@ def chromium() -> str:
 
 @pytest.mark.parametrize(
     "kind,feature,detector",
-    [("feature_drift", "amount", "ks"), ("performance_degradation", None, None), ("feature_drift", "colour", None)],
+    [
+        ("feature_drift", "amount", "ks"),
+        ("feature_drift", "amount", "cusum"),
+        ("performance_degradation", None, None),
+        ("feature_drift", "colour", None),
+    ],
 )
 def test_page_renders_in_headless_chromium(records, tmp_path, kind, feature, detector):
     browser = chromium()
