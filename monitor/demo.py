@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -133,8 +134,17 @@ def _handled(metrics_port: int) -> dict[str, float]:
     return handled
 
 
+RUN_FILES = ("alerts.jsonl", "playbooks-audit.jsonl", "worker.log", "broker.log", "driftline.yaml")
+"""What a run writes in its output folder: removed first, so each run starts clean (the
+playbooks' audit trail of an earlier run would put its actions in cooldown)."""
+
+PROGRESS_SECONDS = 5.0
+
+
 def run_demo(out_dir: Path, n_predictions: int, console: Console, max_seconds: float = 300.0) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
     events = list(simulate(n_predictions=n_predictions))
     with EmbeddedBroker(log_path=out_dir / "broker.log") as broker:
         config = demo_config(broker.bootstrap_servers, out_dir, free_port())
@@ -147,7 +157,7 @@ def run_demo(out_dir: Path, n_predictions: int, console: Console, max_seconds: f
         )
         worker_log = (out_dir / "worker.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "worker", "--config", str(config_path), "--loglevel", "warning"],
+            [sys.executable, "-m", "monitor.cli", "worker", "--config", str(config_path), "--loglevel", "info"],
             stdout=worker_log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -174,7 +184,37 @@ def run_demo(out_dir: Path, n_predictions: int, console: Console, max_seconds: f
         f"{len(events)} events, {len(alerts)} alerts -> {out_dir / 'alerts.jsonl'}; "
         f"{len(decisions)} playbook decisions ({acted} dry-run actions) -> {config.playbooks.audit_file}"
     )
+    console.print(next_steps(alerts, decisions, out_dir), soft_wrap=True)
     return 0
+
+
+def next_steps(alerts: list[Alert], decisions: list[PlaybookDecision], out_dir: Path) -> str:
+    """What to do with the run: open an alert's page, read its runbook, approve a rollback."""
+    drift = next((a for a in alerts if a.kind.value == "feature_drift" and a.status == "firing"), None)
+    chosen = drift or (alerts[0] if alerts else None)
+    lines = ["next:"]
+    if chosen is not None:
+        lines += [
+            f"  the page of the {chosen.kind.value} alert on {chosen.model_id}, its evidence drawn:",
+            f"    .venv/bin/driftline explain {chosen.alert_id[:8]} --alerts {out_dir / 'alerts.jsonl'} "
+            f"--out {out_dir / 'alert.html'}",
+            f"  its runbook: runbooks/{chosen.kind.value}.md",
+        ]
+    pending = next((d for d in decisions if d.outcome.value == "awaiting_approval" and d.alert is not None), None)
+    if pending is not None:
+        approval = {"fingerprint": pending.alert.fingerprint, "approved_by": "you"}  # type: ignore[union-attr]
+        lines += [
+            f"  the rollback of {pending.alert.model_id} waits for a person: on a running system, publish"  # type: ignore[union-attr]
+            f" {json.dumps(approval)} to the approvals topic (driftline-approvals); this demo's broker has stopped",
+        ]
+    return "\n".join(lines)
+
+
+def _progress(handled: dict[str, float], expected: dict[str, int], seconds: float) -> str:
+    """`processed 12,000 of 30,000 predictions, 8,000 of 30,000 outcomes (1,900 events/s)`."""
+    done = sum(handled.values())
+    parts = [f"{handled.get(kind, 0):,.0f} of {n:,} {kind}s" for kind, n in expected.items()]
+    return f"processed {', '.join(parts)} ({done / max(seconds, 1e-9):,.0f} events/s)"
 
 
 def _publish(config: MonitorConfig, events: list[dict[str, Any]]) -> None:
@@ -208,7 +248,7 @@ def _show_alerts(
     alerts: list[Alert] = []
     seen: set[str] = set()
     shown_decisions = 0
-    started = last_change = time.monotonic()
+    started = last_change = last_progress = time.monotonic()
     handled: dict[str, float] = {}
     view = Group(alerts_table, decisions_table)
     try:
@@ -239,6 +279,9 @@ def _show_alerts(
                 now_handled = _handled(config.metrics.port)
                 if now_handled != handled:
                     handled, last_change = now_handled, time.monotonic()
+                if time.monotonic() - last_progress >= PROGRESS_SECONDS:
+                    console.print(_progress(handled, expected, time.monotonic() - started), soft_wrap=True)
+                    last_progress = time.monotonic()
                 caught_up = all(handled.get(kind, 0) >= n for kind, n in expected.items())
                 if caught_up and time.monotonic() - last_change > QUIET_SECONDS:
                     break

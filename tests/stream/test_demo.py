@@ -17,6 +17,7 @@ pytestmark = pytest.mark.broker
 
 
 def test_demo_shows_the_planted_problems_and_playbook_decisions(tmp_path, repo_root):
+    (tmp_path / "playbooks-audit.jsonl").write_text("an earlier run's trail\n")  # each run starts clean
     result = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "demo", "--out-dir", str(tmp_path), "--max-seconds", "420"],
         cwd=repo_root,
@@ -42,3 +43,7 @@ def test_demo_shows_the_planted_problems_and_playbook_decisions(tmp_path, repo_r
     assert {d.outcome.value for d in decisions} >= {"dry_run"}
     assert not {d.outcome.value for d in decisions} & {"acted", "failed"}  # every demo rule is a dry run
     assert "feature_drift" in result.stdout and "playbook: dry_run" in result.stdout
+    # progress while it runs, and what to do next at the end
+    assert "processed " in result.stdout and "events/s" in result.stdout
+    assert "driftline explain " in result.stdout and "runbooks/" in result.stdout
+    assert "[INFO]" in (tmp_path / "worker.log").read_text(errors="replace")  # the worker's own log, kept
