@@ -240,6 +240,10 @@ class MetricsConfig(_Section):
     can scrape it; `127.0.0.1` keeps it on this machine (the demo)."""
     port: int = Field(9108, ge=0, le=65535)
     """Port of `/metrics` on every worker; 0 picks a free one (logged at start)."""
+    max_drift_features_per_model: int = Field(50, ge=0)
+    """Features per model whose drift scores and thresholds are exported (those nearest their
+    thresholds); the rest are counted in `driftline_drift_features_hidden`. Bounds the series
+    Prometheus stores at models x this x detectors."""
 
 
 # --- playbooks: the rules of `driftline playbooks` (monitor/playbooks/) -----------------------

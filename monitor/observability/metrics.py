@@ -38,6 +38,12 @@ ESTIMATED_METRICS = ("accuracy", "f1", "roc_auc")
 disable_created_metrics()
 
 
+def _closeness(score: float, threshold: float) -> float:
+    """How near a detector is to its threshold (1: at it); 0 when either is not a number."""
+    ratio = score / threshold if threshold > 0 else math.nan
+    return ratio if math.isfinite(ratio) else 0.0
+
+
 def _numbers(summary: dict[str, Any]) -> Iterable[tuple[str, float]]:
     """(metric, value) of the exported metrics a window summary holds as numbers."""
     for metric in (*PERFORMANCE_METRICS, "roc_auc"):
@@ -55,8 +61,10 @@ class DriftlineMetrics:
     """The metrics, and the `observe_*` methods that read them off the core's objects (the core
     knows nothing of Prometheus)."""
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry, max_drift_features: int = 50):
         self.registry = registry
+        self.max_drift_features = max_drift_features
+        """Features per model whose drift series are exported: those nearest their thresholds."""
         self._seen: dict[tuple[str, str], float] = {}
         """Last value of a core counter exported as a Prometheus counter, to add the difference."""
         self._series: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = {}
@@ -135,6 +143,12 @@ class DriftlineMetrics:
             ["model", "feature", "detector"],
             registry=registry,
         )
+        self.drift_features_hidden = Gauge(
+            "driftline_drift_features_hidden",
+            "Features of a model whose drift series are not exported (metrics.max_drift_features_per_model).",
+            ["model"],
+            registry=registry,
+        )
         self.performance = Gauge(
             "driftline_model_performance",
             "Latest value of an evaluation metric, every version of the model together.",
@@ -200,14 +214,28 @@ class DriftlineMetrics:
         drift = monitor.drift
         self._add_difference(self.late_events.labels(model=model_id), ("late", model_id), drift.clock.late_events)
         self._add_difference(self.windows_closed.labels(model=model_id), ("windows", model_id), monitor.windows_closed)
+        by_feature = {}
         for feature in drift.features.values():
             scores = [(d.name, d.score, d.threshold) for d in feature.sequential]
             for test in feature.tests:
                 history = feature.history.get(test.name)
                 scores.append((test.name, history[-1][1] if history else math.nan, test.threshold))
-            for detector, score, threshold in scores:
-                self._set(model_id, self.drift_score, (model_id, feature.name, detector), score)
-                self._set(model_id, self.drift_threshold, (model_id, feature.name, detector), threshold)
+            by_feature[feature.name] = scores
+        # Series grow as models x features x detectors: export the features nearest their
+        # thresholds (alarming ones first), count the others.
+        nearest = sorted(
+            by_feature, key=lambda name: -max((_closeness(s, t) for _, s, t in by_feature[name]), default=0)
+        )
+        shown = set(nearest[: self.max_drift_features])
+        for gauge in (self.drift_score, self.drift_threshold):
+            for series in [x for x in self._series.get(model_id, ()) if x[0] is gauge and x[1][1] not in shown]:
+                gauge.remove(*series[1])
+                self._series[model_id].discard(series)
+        self._set(model_id, self.drift_features_hidden, (model_id,), len(by_feature) - len(shown))
+        for name in shown:
+            for detector, score, threshold in by_feature[name]:
+                self._set(model_id, self.drift_score, (model_id, name, detector), score)
+                self._set(model_id, self.drift_threshold, (model_id, name, detector), threshold)
         windows = monitor.evaluator.window_metrics(last=1)
         if windows:
             window = windows[-1]

@@ -143,7 +143,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=max(kafka.max_state_bytes, 1024 * 1024),  # Kafka's default, or a state
     )
-    metrics = DriftlineMetrics(registry or CollectorRegistry())
+    metrics = DriftlineMetrics(registry or CollectorRegistry(), config.metrics.max_drift_features_per_model)
     internal = internal_topics(kafka)
 
     # -- topics: values are raw bytes, decoded by monitor.contracts.validation or records, never by faust

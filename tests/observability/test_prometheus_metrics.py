@@ -118,3 +118,20 @@ def test_performance_is_exported_overall_per_version_and_estimated_with_no_creat
     assert min(by_version) <= overall <= max(by_version)
     assert abs(estimated - overall) < 0.1  # calibrated probabilities: the estimate is close
     assert b"_created" not in generate_latest(metrics.registry)
+
+
+def test_drift_series_are_bounded_per_model_nearest_the_threshold_first_and_the_rest_counted():
+    monitor, _ = _drifted_monitor()
+    metrics = DriftlineMetrics(CollectorRegistry(), max_drift_features=1)
+    metrics.observe_model(MODEL, monitor)
+    sample = metrics.registry.get_sample_value
+    ks = {"model": MODEL, "detector": "ks"}
+    assert sample("driftline_drift_score", {**ks, "feature": "amount"}) is not None  # the drifted one
+    assert sample("driftline_drift_score", {**ks, "feature": "age"}) is None
+    assert sample("driftline_drift_threshold", {**ks, "feature": "age"}) is None
+    # the model's score (__prediction__) and age are hidden, and said to be
+    assert sample("driftline_drift_features_hidden", {"model": MODEL}) == len(monitor.drift.features) - 1
+    wider = DriftlineMetrics(CollectorRegistry())
+    wider.observe_model(MODEL, monitor)
+    assert wider.registry.get_sample_value("driftline_drift_score", {**ks, "feature": "age"}) is not None
+    assert wider.registry.get_sample_value("driftline_drift_features_hidden", {"model": MODEL}) == 0
