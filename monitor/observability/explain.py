@@ -674,7 +674,15 @@ footer{color:#868e96;font-size:12px;text-align:center}
 """
 
 
-def _facts(alert: Alert, source: str, records: int) -> str:
+def _record_counts(alerts: Sequence[Alert]) -> str:
+    """`3: fired, 2 repeats` or `4: fired, 2 repeats, resolved`: what the alert's records were."""
+    resolved = sum(a.status is AlertStatus.resolved for a in alerts)
+    repeats = len(alerts) - resolved - 1
+    parts = ["fired"] + ([f"{repeats} repeat{'s' if repeats != 1 else ''}"] if repeats > 0 else [])
+    return f"{len(alerts)}: " + ", ".join(parts + (["resolved"] if resolved else []))
+
+
+def _facts(alert: Alert, source: str, records: str) -> str:
     evidence = alert.evidence
     rows = [
         ("kind", f"<code>{_e(alert.kind.value)}</code>"),
@@ -693,7 +701,7 @@ def _facts(alert: Alert, source: str, records: int) -> str:
         ("settings hash", f"<code>{_e(evidence.settings_hash)}</code>"),
         ("alert id", f"<code>{_e(alert.alert_id)}</code>"),
         ("fingerprint", f"<code>{_e(alert.fingerprint)}</code>"),
-        ("records", f"{records} (fire, repeats, resolve)"),
+        ("records", _e(records)),
         ("read from", f"<code>{_e(source)}</code>"),
     ]
     cells = "".join(f"<div><dt>{name}</dt><dd>{value}</dd></div>" for name, value in rows)
@@ -873,7 +881,7 @@ def render_page(
         f'<header class="{_e(status)}"><span class="pill">{_e(status.upper())}</span>'
         f'<span class="pill">{_e(alert.severity.value)}</span><span class="pill">{_e(alert.kind.value)}</span>'
         f"<h1>{_e(alert.summary)}</h1></header>",
-        f'<section id="what"><h2>What fired</h2>{_facts(alert, chosen.source, len(records))}{_verdict(alert)}'
+        f'<section id="what"><h2>What fired</h2>{_facts(alert, chosen.source, _record_counts(alerts))}{_verdict(alert)}'
         f"<p>Runbook: {_safe_link(alert.runbook_url)}</p></section>",
         _score_section(alert, alerts),
         _distribution_section(alert, alerts),

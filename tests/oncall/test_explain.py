@@ -324,3 +324,13 @@ def test_explain_reads_the_alerts_topic(records, kafka_config, tmp_path):
     page = out.read_text()
     assert "version v2" in page and f"Records of this alert ({len(canary)})" in page
     assert kafka_config.topics.alerts in page  # each record's source: topic[partition]@offset
+
+
+def test_the_records_row_says_what_the_records_were(records):
+    """`records` counts the firing, the repeats and a resolution only when there was one."""
+    _, history = history_of(records, "feature_drift", "amount")
+    firing = [r for r in history if r.alert.status.value == "firing"]
+    assert len(firing) >= 2
+    row = render_page(firing).split("<dt>records</dt>")[1].split("</dd>")[0]
+    repeats = len(firing) - 1
+    assert row == f"<dd>{len(firing)}: fired, {repeats} repeat{'s' if repeats > 1 else ''}"
