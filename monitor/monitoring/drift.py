@@ -655,6 +655,7 @@ class DriftMonitor:
             settings_hash=hashlib.sha256(rules.model_dump_json().encode()).hexdigest()[:12],
             details={
                 **{name: round(v, 6) for name, v, _ in checks},
+                "reference_null_rate": round(ref_null_rate, 6),
                 **_recent(feature.history.get(f"data_quality.{rule}", [])),
             },
         )

@@ -84,6 +84,8 @@ def test_data_quality_alert_points_at_the_line_that_raised_it(tmp_path):
     # windows after the 200 warm-up events are [200, 400), [400, 600), [600, 800): the first all-null one
     assert alerts[0]["detected_at_offset"] == 799
     assert alerts[0]["evidence"]["detector"] == "data_quality.null_rate"
+    details = alerts[0]["evidence"]["details"]
+    assert (details["reference_null_rate"], details["null_rate"]) == (0.0, 1.0)  # the page shows both
     assert alerts[0]["runbook_url"].endswith("/data_quality")
     assert (tmp_path / "alerts.dead-letters.jsonl").read_text() == ""
 
