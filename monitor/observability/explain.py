@@ -281,16 +281,28 @@ def _svg_open(frame: _Frame, label: str) -> list[str]:
     ]
 
 
+def _tick_labels(ticks: Sequence[float], digits: int = 3) -> list[str]:
+    """Labels of axis ticks with as many significant digits as it takes to tell them apart
+    (25.12, 25.14, 25.16 read as 25.1 three times at 3 digits).
+
+    >>> _tick_labels([25.12, 25.14, 25.16]), _tick_labels([0.0, 0.5, 1.0])
+    (['25.12', '25.14', '25.16'], ['0', '0.5', '1'])
+    """
+    for places in range(digits, 16):
+        labels = [_num(tick, places) for tick in ticks]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
 def _y_axis(frame: _Frame, ticks: Sequence[float], label: str) -> list[str]:
     parts = []
-    for tick in ticks:
+    for tick, text in zip(ticks, _tick_labels(ticks), strict=True):
         y = frame.y(tick)
         parts.append(
             f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e9ecef"/>'
         )
-        parts.append(
-            f'<text x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_num(tick, 3)}</text>'
-        )
+        parts.append(f'<text x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{text}</text>')
     parts.append(
         f'<text x="14" y="{(frame.top + frame.height - frame.bottom) / 2:.0f}" class="axis" text-anchor="middle" '
         f'transform="rotate(-90 14 {(frame.top + frame.height - frame.bottom) / 2:.0f})">{_e(label)}</text>'
@@ -461,13 +473,11 @@ def histogram_chart(reference: dict[str, float], current: dict[str, float], *, l
         f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{axis_y:.1f}" y2="{axis_y:.1f}" '
         'stroke="#495057"/>'
     )
-    for tick in _nice_ticks(x0, x1, 8):
-        if x0 <= tick <= x1:
-            x = frame.x(tick)
-            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{axis_y:.1f}" y2="{axis_y + 4:.1f}" stroke="#495057"/>')
-            parts.append(
-                f'<text x="{x:.1f}" y="{axis_y + 17:.1f}" text-anchor="middle" class="tick">{_num(tick)}</text>'
-            )
+    shown = [tick for tick in _nice_ticks(x0, x1, 8) if x0 <= tick <= x1]
+    for tick, text in zip(shown, _tick_labels(shown, 4), strict=True):
+        x = frame.x(tick)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{axis_y:.1f}" y2="{axis_y + 4:.1f}" stroke="#495057"/>')
+        parts.append(f'<text x="{x:.1f}" y="{axis_y + 17:.1f}" text-anchor="middle" class="tick">{text}</text>')
     # Box strips: p05-p95 whiskers, p25-p75 box, median.
     for row, (q, colour, name) in enumerate(
         ((both[0], REFERENCE_COLOUR, "reference"), (both[1], CURRENT_COLOUR, "current"))
