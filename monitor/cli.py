@@ -215,7 +215,20 @@ def reference(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Invalid lines with their reason [default: ALERTS_OUT with .dead-letters.jsonl].",
 )
-def replay(config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path, dead_letters_out: Path | None) -> None:
+@click.option(
+    "--report",
+    "report_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Per model and window: events, labelled, realised and estimated (CBPE) metrics, drift scores; "
+    "JSONL, or CSV for a .csv name.",
+)
+def replay(
+    config_path: Path | None,
+    inputs: tuple[Path, ...],
+    alerts_out: Path,
+    dead_letters_out: Path | None,
+    report_out: Path | None,
+) -> None:
     """Run the monitor over JSONL files; alerts to JSONL."""
     from monitor.replay import replay as run_replay
 
@@ -223,7 +236,14 @@ def replay(config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path,
     dead_letters_out = _output(dead_letters_out or alerts_out.with_suffix(".dead-letters.jsonl"))
     _collect_garbage_for_batches()
     try:
-        summary = run_replay(config, list(inputs), _output(alerts_out), dead_letters_out, progress=sys.stderr.isatty())
+        summary = run_replay(
+            config,
+            list(inputs),
+            _output(alerts_out),
+            dead_letters_out,
+            progress=sys.stderr.isatty(),
+            report_out=_output(report_out) if report_out else None,
+        )
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or 'replay'}: {exc.strerror or exc}") from None
     invalid = sum(summary.invalid.values())
@@ -233,7 +253,8 @@ def replay(config_path: Path | None, inputs: tuple[Path, ...], alerts_out: Path,
         + (f" ({', '.join(f'{k}: {v}' for k, v in summary.invalid.items())}) -> {dead_letters_out}" if invalid else "")
         + f"; {sum(summary.alerts.values())} alerts"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.alerts.items()))})" if summary.alerts else "")
-        + f" -> {alerts_out}",
+        + f" -> {alerts_out}"
+        + (f"; {summary.report_rows} windows -> {report_out}" if report_out else ""),
         err=True,
     )
 

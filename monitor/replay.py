@@ -9,11 +9,13 @@ with the reason, and replay goes on. Several inputs are merged by timestamp.
 
 from __future__ import annotations
 
+import csv
 import heapq
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +41,7 @@ class ReplaySummary:
     invalid: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    report_rows: int = 0
 
     def lines_per_second(self) -> float:
         return self.lines / self.seconds if self.seconds else 0.0
@@ -89,6 +92,77 @@ def _timestamp_key(line: tuple[bytes, int, int]) -> str:
         return ""
 
 
+REPORT_METRICS = ("accuracy", "error_rate", "f1", "roc_auc", "log_loss", "brier", "ece", "mae", "rmse")
+"""Realised metrics in the window report (those the model's task has)."""
+
+REPORT_EVERY = 16
+"""Batches between two refreshes of the window report (each refresh summarises recent windows)."""
+
+
+class WindowReport:
+    """One row per model and evaluation window: predictions, labelled, realised metrics, CBPE's
+    estimate, and each drift check's score at the window's close.
+
+    Rows are refreshed while the replay runs, so labels that come after their window closed are
+    counted, as long as the window is among the evaluator's recent ones (`max_report_windows`);
+    a window's drift scores are those of its close. Written as JSONL, or CSV when the file name
+    ends in `.csv`."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def refresh(self, fleet: FleetMonitor) -> None:
+        for model_id, monitor in fleet.models.items():
+            for window in monitor.evaluator.window_metrics():
+                key = (model_id, window["window"])
+                row = self.rows.get(key)
+                if row is None:
+                    row = self.rows[key] = {"model": model_id, **self._drift_scores(monitor, window["end"])}
+                row.update(self._counts(window))
+
+    @staticmethod
+    def _counts(window: dict[str, Any]) -> dict[str, Any]:
+        overall, estimate = window["overall"], window["cbpe"] or {}
+        return {
+            "window": window["window"],
+            "start": _iso(window["start"]),
+            "end": _iso(window["end"]),
+            "predictions": window["predictions"],
+            "labelled": window["labelled"],
+            "label_coverage": window["label_coverage"],
+            **{metric: overall[metric] for metric in REPORT_METRICS if metric in overall},
+            **{f"estimated_{metric}": estimate.get(metric) for metric in ("accuracy", "f1", "roc_auc") if estimate},
+        }
+
+    @staticmethod
+    def _drift_scores(monitor: Any, end: float | None) -> dict[str, float]:
+        scores = {}
+        for feature in monitor.drift.features.values():
+            for check, points in feature.history.items():
+                at_close = [score for when, score in points if when == end]
+                if at_close and not check.startswith("data_quality."):
+                    scores[f"drift.{feature.name}.{check}"] = at_close[-1]
+        return scores
+
+    def write(self, path: Path) -> int:
+        rows = [self.rows[key] for key in sorted(self.rows)]
+        if path.suffix.lower() == ".csv":
+            columns = list(dict.fromkeys(column for row in rows for column in row))
+            with path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            with path.open("wb") as handle:
+                for row in rows:
+                    handle.write(orjson.dumps(row) + b"\n")
+        return len(rows)
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
 def replay(
     config: MonitorConfig,
     inputs: Sequence[Path],
@@ -96,10 +170,13 @@ def replay(
     dead_letters_out: Path,
     progress: bool = False,
     on_alert: Callable[[dict[str, Any]], None] | None = None,
+    report_out: Path | None = None,
 ) -> ReplaySummary:
-    """Replay `inputs` through a fresh monitor; `on_alert` sees each alert record as it is written."""
+    """Replay `inputs` through a fresh monitor; `on_alert` sees each alert record as it is
+    written; `report_out` receives the per-window table (`WindowReport`)."""
     summary = ReplaySummary()
     fleet = FleetMonitor(config)
+    report = WindowReport() if report_out is not None else None
     limits = config.limits
     handles = [path.open("rb") for path in inputs]
     started = time.perf_counter()
@@ -119,7 +196,9 @@ def replay(
                         on_alert(record)
                     summary.alerts[raised.alert.kind.value] += 1
 
-            for lines in _batches(handles):
+            for batch_number, lines in enumerate(_batches(handles)):
+                if report is not None and batch_number % REPORT_EVERY == 0:
+                    report.refresh(fleet)
                 summary.lines += lines.read
                 advance(lines.size)
                 decoded = decode_batch(lines.raws, lines.positions(n_inputs), limits)
@@ -132,6 +211,9 @@ def replay(
                 summary.outcomes += len(decoded.outcomes)
                 write(fleet.observe(decoded.predictions, decoded.outcomes))
             write(fleet.flush())
+        if report is not None and report_out is not None:
+            report.refresh(fleet)
+            summary.report_rows = report.write(report_out)
     finally:
         for handle in handles:
             handle.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,44 @@ def test_every_command_has_help():
     for command in ("schemas", "reference", "replay", "demo", "broker", "worker"):
         result = driftline(command, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["report.jsonl", "report.csv"])
+def test_the_window_report_has_counts_realised_and_estimated_metrics_and_drift_scores(tmp_path, name):
+    """Labels two windows late: each closed window still ends up fully labelled in the report,
+    with CBPE's estimate of its accuracy beside the realised one."""
+    rng = random.Random(3)
+    lines, outcomes = [], []
+    for i in range(4000):
+        p = rng.random()
+        stamp = f"2024-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
+        event = {"model_id": "m", "prediction_id": f"p{i}", "timestamp": stamp, "prediction": int(p > 0.5),
+                 "probabilities": {"0": 1 - p, "1": p}, "features": {"x": rng.gauss(0, 1)}}  # fmt: skip
+        lines.append(orjson.dumps(event))
+        outcomes.append((i + 1000, {"prediction_id": f"p{i}", "label": int(rng.random() < p), "timestamp": stamp}))
+        while outcomes and outcomes[0][0] <= i:
+            lines.append(orjson.dumps(outcomes.pop(0)[1]))
+    lines += [orjson.dumps(outcome) for _, outcome in outcomes]
+    config = write_lines(tmp_path / "c.yaml", [b"reference: {warmup_events: 1000}", b"window: {size_events: 500}"])
+    events = write_lines(tmp_path / "events.jsonl", lines)
+    report = tmp_path / name
+    result = driftline("replay", "--config", str(config), "--input", str(events), "--alerts-out",
+                       str(tmp_path / "alerts.jsonl"), "--report", str(report))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if name.endswith(".csv"):
+        rows = list(csv.DictReader(report.open()))
+        rows = [{k: (float(v) if v not in ("", None) and k not in ("model", "start", "end") else v)
+                 for k, v in row.items()} for row in rows]  # fmt: skip
+    else:
+        rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert f"{len(rows)} windows -> {report}" in result.stderr
+    closed = rows[1:]  # the first holds the warm-up
+    assert [row["predictions"] for row in closed] == [500] * len(closed) and len(closed) >= 5
+    assert {row["label_coverage"] for row in closed} == {1.0}
+    for row in closed:
+        assert row["drift.x.ks"] >= 0 and row["drift.x.cusum"] >= 0
+    # CBPE is fitted on the first 1,000 labelled outcomes: windows that closed before have no estimate
+    estimated = [row for row in closed if row.get("estimated_accuracy") not in (None, "")]
+    assert len(estimated) >= len(closed) - 2
+    for row in estimated:
+        assert abs(row["estimated_accuracy"] - row["accuracy"]) < 0.1
