@@ -77,6 +77,8 @@ SERIES_COLOURS = ("#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#0c859
 
 CHART_WIDTH = 1040
 
+BOOTSTRAP_SECONDS = 5
+"""How long `explain --config` waits for a broker to answer before saying it does not."""
 MAX_POLLS_PAST_END = 5
 """Polls that may still bring records once the end offsets read at the start are reached."""
 
@@ -126,7 +128,11 @@ def read_alerts_topic(kafka: KafkaConfig, *, timeout_seconds: float = 60.0) -> t
     from monitor.stream.kafka_settings import consumer_settings
 
     topic = kafka.topics.alerts
-    consumer = KafkaConsumer(**consumer_settings(kafka, group_id=None, enable_auto_commit=False))
+    # A person waits at a terminal: a broker that does not answer is said so in seconds, not 30.
+    settings = consumer_settings(kafka, group_id=None, enable_auto_commit=False)
+    if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:  # kafka-python >= 2.1
+        settings["bootstrap_timeout_ms"] = BOOTSTRAP_SECONDS * 1000
+    consumer = KafkaConsumer(**settings)
     try:
         partitions = None
         started = time.monotonic()

@@ -136,6 +136,14 @@ def test_an_unreachable_broker_is_one_line_naming_it(tmp_path):
     assert_one_line_error(result, f"kafka {NOWHERE}: no broker answered")
 
 
+def test_explain_with_no_broker_says_so_in_one_line_within_seconds(tmp_path):
+    """It waited 30 s and printed a 52-line traceback; the timeout here only guards against a hang
+    (the wait is `explain.BOOTSTRAP_SECONDS`, 5 s)."""
+    (tmp_path / "driftline.yaml").write_text(f"kafka: {{bootstrap_servers: '{NOWHERE}'}}\n")
+    result = run("explain", "abc", "--config", "driftline.yaml", cwd=tmp_path, timeout=20)
+    assert_one_line_error(result, f"kafka {NOWHERE}: cannot read the alerts topic")
+
+
 def test_a_reference_too_small_for_the_budget_is_one_warning_saying_how_many_rows_would_do(tmp_path):
     write_training_csv(tmp_path / "train.csv", rows=300)
     result = run("reference", "--input", "train.csv", "--model-id", "fraud", "--out", "ref.json", cwd=tmp_path)
