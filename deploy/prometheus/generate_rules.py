@@ -106,9 +106,9 @@ def runbook_url(base: str, page: str) -> str:
     """The runbook link, built as the core builds it (`monitor.alerts.lifecycle`).
 
     >>> runbook_url("https://example.com/runbooks/", "feature_drift")
-    'https://example.com/runbooks/feature_drift'
+    'https://example.com/runbooks/feature_drift.md'
     """
-    return f"{base.rstrip('/')}/{page}"
+    return f"{base.rstrip('/')}/{page}.md"
 
 
 def kind_rule(kind: AlertKind, base: str) -> dict[str, Any]:

@@ -122,7 +122,7 @@ class AlertLifecycle:
             feature=finding.feature,
             slice=finding.slice,
             starts_at=finding.at,
-            runbook_url=f"{self.config.runbook_base_url.rstrip('/')}/{finding.kind.value}",
+            runbook_url=f"{self.config.runbook_base_url.rstrip('/')}/{finding.kind.value}.md",
             **self._content(finding),
         )
 

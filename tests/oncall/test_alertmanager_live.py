@@ -132,7 +132,7 @@ def test_data_quality_inhibits_drift_on_the_same_feature_only(alertmanager, webh
     }
     [dq_delivered] = [a for a in webhook.alerts("/team") if a["labels"]["alertname"] == "DriftlineDataQuality"]
     assert dq_delivered["annotations"]["runbook_url"] == (
-        "https://github.com/driftline/driftline/blob/main/runbooks/data_quality"
+        "https://github.com/driftline/driftline/blob/main/runbooks/data_quality.md"
     )
     groups = {(n["groupLabels"]["alertname"], n["groupLabels"]["model"]) for n in webhook.notifications("/team")}
     assert groups == {
@@ -161,7 +161,7 @@ def test_labels_missing_mutes_performance_and_critical_alerts_page(alertmanager,
         ("DriftlinePerformanceDegradation", "churn")
     ]
     assert paged[0]["labels"]["severity"] == "critical"
-    assert paged[0]["annotations"]["runbook_url"].endswith("/runbooks/performance_degradation")
+    assert paged[0]["annotations"]["runbook_url"].endswith("/runbooks/performance_degradation.md")
 
 
 def test_worker_down_inhibits_the_pipeline_but_not_the_watchdog(alertmanager, webhook):

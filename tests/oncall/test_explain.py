@@ -112,7 +112,7 @@ def assert_self_contained(page: str) -> None:
 def test_numeric_feature_drift_page(records):
     alert, page = page_for(records, "feature_drift", "amount", "ks")
     assert_self_contained(page)
-    assert f'href="{alert.runbook_url}"' in page and alert.runbook_url.endswith("/feature_drift")
+    assert f'href="{alert.runbook_url}"' in page and alert.runbook_url.endswith("/feature_drift.md")
     assert "Reference against current distribution of amount" in page
     assert page.count("<svg") >= 3  # cusum and ks score charts, the histogram
     assert "Score against threshold over recent windows" in page

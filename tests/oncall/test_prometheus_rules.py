@@ -121,7 +121,7 @@ def test_every_alert_kind_has_exactly_one_rule():
 @pytest.mark.parametrize("kind", list(AlertKind), ids=str)
 def test_kind_rule_labels_and_runbook_match_the_core(kind):
     rule = kind_rules()[kind.value]
-    core_runbook = f"{AlertingConfig().runbook_base_url.rstrip('/')}/{kind.value}"
+    core_runbook = f"{AlertingConfig().runbook_base_url.rstrip('/')}/{kind.value}.md"
     assert rule["annotations"]["runbook_url"] == core_runbook
     assert rule["annotations"]["summary"]
     assert rule["labels"]["pipeline"] == "driftline"
@@ -139,7 +139,7 @@ def test_pipeline_rules_exist_with_severity_summary_and_runbook():
         assert rule["labels"]["severity"] in {"critical", "warning", "none"}, name
         assert rule["labels"]["pipeline"] == "driftline", name
         assert rule["annotations"]["summary"], name
-        assert rule["annotations"]["runbook_url"].endswith("/runbooks/" + name), name
+        assert rule["annotations"]["runbook_url"].endswith(f"/runbooks/{name}.md"), name
     assert by_name["Watchdog"]["expr"] == "vector(1)"
     assert 'up{job="driftline"} == 0' in by_name["DriftlineWorkerDown"]["expr"]
 

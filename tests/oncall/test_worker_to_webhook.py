@@ -149,7 +149,7 @@ def test_worker_alert_reaches_the_webhook_through_prometheus_and_alertmanager_th
                 "pipeline": "driftline",
                 "job": "driftline",
             }
-            assert delivered["annotations"]["runbook_url"].endswith("/feature_drift")
+            assert delivered["annotations"]["runbook_url"].endswith("/feature_drift.md")
             assert delivered["annotations"]["summary"] == f"Model {MODEL}: feature {FEATURE} drifted from its reference"
 
             # the same alert the worker published on the alerts topic

@@ -87,7 +87,7 @@ def test_data_quality_alert_points_at_the_line_that_raised_it(tmp_path):
     assert alerts[0]["evidence"]["detector"] == "data_quality.null_rate"
     details = alerts[0]["evidence"]["details"]
     assert (details["reference_null_rate"], details["null_rate"]) == (0.0, 1.0)  # the page shows both
-    assert alerts[0]["runbook_url"].endswith("/data_quality")
+    assert alerts[0]["runbook_url"].endswith("/data_quality.md")
     assert (tmp_path / "alerts.dead-letters.jsonl").read_text() == ""
 
 
