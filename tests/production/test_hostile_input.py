@@ -223,14 +223,17 @@ def _run_hostile_stream(tmp_path: Path, kafka_config: KafkaConfig, hostile_count
 
 
 @pytest.mark.broker
-def test_worker_dead_letters_1000_hostile_messages_and_counts_the_valid_ones_between(tmp_path, kafka_config):
-    _run_hostile_stream(tmp_path, kafka_config, hostile_count=1_000, timeout=40)
-
-
-@pytest.mark.broker
-@pytest.mark.slow
-def test_worker_dead_letters_10000_hostile_messages_and_counts_the_valid_ones_between(tmp_path, kafka_config):
-    _run_hostile_stream(tmp_path, kafka_config, hostile_count=10_000, timeout=240)
+@pytest.mark.parametrize(
+    ("hostile_count", "timeout"),
+    [
+        pytest.param(1_000, 40, id="1000-hostile"),
+        pytest.param(10_000, 240, id="10000-hostile", marks=pytest.mark.slow),
+    ],
+)
+def test_worker_dead_letters_hostile_messages_and_counts_the_valid_ones_between(
+    tmp_path, kafka_config, hostile_count, timeout
+):
+    _run_hostile_stream(tmp_path, kafka_config, hostile_count=hostile_count, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------- valid but hostile traffic
