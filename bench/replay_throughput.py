@@ -18,6 +18,7 @@ defaults), events written to a JSONL file first. All CPU time, one core (`sched_
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from monitor.cli import BATCH_GC_THRESHOLD
 from monitor.contracts.batch import decode_batch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.validation import decode_any
@@ -116,7 +118,9 @@ class StageClock:
 
 
 def stages(events: Path, n: int, warm: int) -> dict[str, float]:
-    """Microseconds per event by stage over `n` events after the first `warm` (reference)."""
+    """Microseconds per event by stage over `n` events after the first `warm` (reference), with
+    the garbage collector set as `driftline replay` sets it."""
+    gc.set_threshold(BATCH_GC_THRESHOLD, *gc.get_threshold()[1:])
     lines = events.read_bytes().splitlines()[: warm + n]
     fleet = FleetMonitor(MonitorConfig())
     batches = [(i, lines[i : i + BATCH_LINES]) for i in range(0, len(lines), BATCH_LINES)]
