@@ -151,12 +151,6 @@ class WindowClock:
         self.watermark = max(self.watermark, timestamp - self.lateness)
         return self.advance()
 
-    def bounds(self, window: int) -> tuple[float | None, float | None]:
-        """Event-time bounds of a time window (None for count windows)."""
-        if self.size_seconds is None:
-            return None, None
-        return window * self.size_seconds, (window + 1) * self.size_seconds
-
     def to_state(self) -> dict[str, Any]:
         return {
             "open": self.open,
