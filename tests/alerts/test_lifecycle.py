@@ -50,7 +50,7 @@ def test_alert_carries_runbook_ending_in_kind_and_evidence():
     alert = AlertLifecycle(AlertingConfig(runbook_base_url="https://runbooks.example/driftline/")).process([finding()])[
         0
     ]
-    assert alert.runbook_url == "https://runbooks.example/driftline/feature_drift"
+    assert alert.runbook_url == "https://runbooks.example/driftline/feature_drift.md"
     assert alert.evidence.threshold == 0.1
     assert alert.severity.value == "warning"
 
