@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from monitor.detectors._cusum import cusum_path, run_cusum
+from monitor.detectors._cusum import run_cusum
 from monitor.detectors.base import SequentialDetector, TestResult
 
 
@@ -144,6 +144,22 @@ class CusumDetector(SequentialDetector):
     def _usable(self, raw: np.ndarray) -> np.ndarray:
         return np.isfinite(raw.astype(float))
 
+    def _bank_key(self) -> tuple[Any, ...]:
+        """Detectors of one class with equal keys compute their increments together
+        (`_bank_increments`); the default key keeps each detector apart."""
+        return (id(self),)
+
+    @classmethod
+    def _usable_rows(cls, detectors: Sequence[CusumDetector], values: np.ndarray) -> np.ndarray:
+        """Whether every value of each row (one per detector) is usable."""
+        return np.array([d._usable(row).all() for d, row in zip(detectors, values, strict=True)], dtype=bool)
+
+    @classmethod
+    def _bank_increments(cls, detectors: Sequence[CusumDetector], values: np.ndarray) -> np.ndarray:
+        """The increments of `detectors` (all usable values, one row per detector) as rows, one per
+        component, detector after detector: `_increments` transposed, element for element."""
+        return np.vstack([d._increments(d._clean(row)).T for d, row in zip(detectors, values, strict=True)])
+
     def _chunk(self) -> int:
         """Values per cumulative sum: bounds the increments matrix."""
         return max(1024, (1 << 20) // max(1, len(self.limits)))
@@ -183,6 +199,12 @@ def update_together(detectors: Sequence[SequentialDetector], columns: Sequence[n
     use every value of its column, runs its own `update_many` from its untouched state, so each
     result, state and evidence is exactly what one call each gives.
 
+    The components run side by side as rows (components x time), so the cumulative sums are the
+    same sequential sums `update_many` takes. Whether a component can reach its limit in the
+    batch is first bounded from the sums' extremes (S_t <= max C - min(min C, -S_0)); only
+    components that pass the bound walk their path (the running minimum), and the final state
+    is C_n - min(min C, -S_0), bit for bit the path's last value.
+
     >>> import numpy as np
     >>> from monitor.detectors.cusum import Cusum
     >>> rng = np.random.default_rng(1)
@@ -192,30 +214,48 @@ def update_together(detectors: Sequence[SequentialDetector], columns: Sequence[n
     ([], [5], [500, 500])
     """
     alarms: list[list[int] | None] = [None] * len(detectors)
-    banks: dict[int, list[tuple[int, CusumDetector, np.ndarray]]] = {}
+    groups: dict[tuple[Any, ...], list[tuple[int, CusumDetector, np.ndarray]]] = {}
     for i, (detector, column) in enumerate(zip(detectors, columns, strict=True)):
         raw = np.asarray(column).ravel()
-        if (
-            isinstance(detector, CusumDetector)
-            and detector.fitted
-            and 0 < len(raw) <= detector._chunk()
-            and detector._usable(raw).all()
-        ):
-            banks.setdefault(len(raw), []).append((i, detector, detector._increments(detector._clean(raw))))
+        if isinstance(detector, CusumDetector) and detector.fitted and 0 < len(raw) <= detector._chunk():
+            key = (len(raw), type(detector), detector._bank_key())
+            groups.setdefault(key, []).append((i, detector, raw))
         else:
             alarms[i] = detector.update_many(raw)
+    banks: dict[int, list[tuple[int, CusumDetector, np.ndarray]]] = {}
+    for (n, kind, _), group in groups.items():
+        members = [detector for _, detector, _ in group]
+        usable = kind._usable_rows(members, np.stack([raw for _, _, raw in group]))
+        kept = [(i, detector, raw) for (i, detector, raw), ok in zip(group, usable, strict=True) if ok]
+        for i, detector, raw in (item for item, ok in zip(group, usable, strict=True) if not ok):
+            alarms[i] = detector.update_many(raw)
+        if kept:
+            increments = kind._bank_increments([d for _, d, _ in kept], np.stack([raw for _, _, raw in kept]))
+            banks.setdefault(n, []).append(([(i, d) for i, d, _ in kept], increments))
     for bank in banks.values():  # one cumulative sum per column length (features with nulls have fewer)
-        sizes = [len(detector.limits) for _, detector, _ in bank]
-        ends = np.cumsum(sizes)
-        path = cusum_path(np.hstack([inc for _, _, inc in bank]), np.concatenate([d.state for _, d, _ in bank]))
-        hit = (path >= np.concatenate([d.limits for _, d, _ in bank])).any(axis=0)
-        for (i, detector, increments), start, end in zip(bank, ends - sizes, ends, strict=True):
+        members = [member for part, _ in bank for member in part]
+        cum = bank[0][1] if len(bank) == 1 else np.vstack([increments for _, increments in bank])
+        np.cumsum(cum, axis=1, out=cum)
+        state = np.concatenate([d.state for _, d in members])
+        limits = np.concatenate([d.limits for _, d in members])
+        floor = np.minimum(cum.min(axis=1), -state)
+        final = cum[:, -1] - floor
+        hit = np.zeros(len(limits), dtype=bool)
+        near = np.flatnonzero(cum.max(axis=1) - floor >= limits)
+        if len(near):
+            sums = cum[near]
+            path = sums - np.minimum(np.minimum.accumulate(sums, axis=1), -state[near, None])
+            hit[near] = (path >= limits[near, None]).any(axis=1)
+        start = 0
+        for i, detector in members:
+            end = start + len(detector.limits)
             if hit[start:end].any():
                 alarms[i] = detector.update_many(columns[i])
-                continue
-            detector.state = path[-1, start:end].copy()
-            detector.n_seen += len(increments)
-            detector.drift_detected = False
-            detector.alarm_results = []
-            alarms[i] = []
+            else:
+                detector.state = final[start:end].copy()
+                detector.n_seen += cum.shape[1]
+                detector.drift_detected = False
+                detector.alarm_results = []
+                alarms[i] = []
+            start = end
     return alarms  # type: ignore[return-value]

@@ -35,6 +35,7 @@ Codes are `0..n_categories-1` with the last one for unseen values (the monitor's
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -110,6 +111,26 @@ class CategoryCusum(CusumDetector):
 
     def _increments(self, values: np.ndarray) -> np.ndarray:
         return self._indicators(self.slot[values]) * self._slope + self._offset
+
+    @classmethod
+    def _usable_rows(cls, detectors: Sequence[CusumDetector], values: np.ndarray) -> np.ndarray:
+        if values.dtype.kind in "iu":
+            return (values >= 0).all(axis=1)
+        return super()._usable_rows(detectors, values)
+
+    @classmethod
+    def _bank_increments(cls, detectors: Sequence[CusumDetector], values: np.ndarray) -> np.ndarray:
+        """`_increments` transposed (components x time), element for element."""
+        parts = []
+        for detector, row in zip(detectors, values, strict=True):
+            assert isinstance(detector, CategoryCusum)
+            slots = detector.slot[detector._clean(row)]
+            up = slots == np.arange(len(detector.baseline))[:, None]
+            rows = np.concatenate([up, up[detector.down_of]]).astype(float)
+            rows *= detector._slope[:, None]
+            rows += detector._offset[:, None]
+            parts.append(rows)
+        return parts[0] if len(parts) == 1 else np.vstack(parts)
 
     def fit(
         self, reference: np.ndarray, *, run_length: float, window_size: int = 1000, seed: int = 0, **context: Any

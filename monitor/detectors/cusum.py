@@ -33,6 +33,7 @@ the data-quality out-of-range check covers such a feature.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -43,6 +44,7 @@ from monitor.detectors.base import DataKind
 from monitor.detectors.registry import register
 
 MIN_REFERENCE = 50
+_PROFILE_KEYS = ("low", "high", "mean", "sd", "w_mean", "w_sd")
 
 
 @register
@@ -104,6 +106,32 @@ class Cusum(CusumDetector):
             cols[:, -1] = w - self.scale_allowance
         return cols
 
+    def _bank_key(self) -> tuple[Any, ...]:
+        return (tuple(self.shifts.tolist()), self.scale, self.scale_allowance)
+
+    @classmethod
+    def _usable_rows(cls, detectors: Sequence[CusumDetector], values: np.ndarray) -> np.ndarray:
+        return np.isfinite(values.astype(float, copy=False)).all(axis=1)
+
+    @classmethod
+    def _bank_increments(cls, detectors: Sequence[CusumDetector], values: np.ndarray) -> np.ndarray:
+        """`_increments` of many features at once (one row of `values` each, every value finite),
+        transposed: the same operations on the same numbers, the profiles as columns."""
+        first = detectors[0]
+        assert isinstance(first, Cusum)
+        profiles = np.array([[d.profile[key] for key in _PROFILE_KEYS] for d in detectors])  # type: ignore[attr-defined]
+        low, high, mean, sd, w_mean, w_sd = (profiles[:, [j]] for j in range(len(_PROFILE_KEYS)))
+        z = (np.clip(values.astype(float, copy=False), low, high) - mean) / sd
+        k = first.shifts / 2
+        width = len(first.component_names)
+        out = np.empty((len(detectors), width, values.shape[1]))
+        for j, allowance in enumerate(k):
+            np.subtract(z, allowance, out=out[:, 2 * j])
+            np.subtract(-z, allowance, out=out[:, 2 * j + 1])
+        if first.scale:
+            np.subtract((z * z - w_mean) / w_sd, first.scale_allowance, out=out[:, -1])
+        return out.reshape(len(detectors) * width, values.shape[1])
+
     # -- fitting ------------------------------------------------------------------------------
     def fit(
         self, reference: np.ndarray, *, run_length: float, window_size: int = 1000, seed: int = 0, **context: Any
@@ -147,4 +175,4 @@ class Cusum(CusumDetector):
         return dict(self.profile)
 
     def _load_fitted(self, state: dict[str, Any]) -> None:
-        self.profile = {key: float(state[key]) for key in ("low", "high", "mean", "sd", "w_mean", "w_sd")}
+        self.profile = {key: float(state[key]) for key in _PROFILE_KEYS}
