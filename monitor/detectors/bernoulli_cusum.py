@@ -14,6 +14,19 @@ for a jump from p0 to p1, and stays good for jumps near it; the likelihood ratio
 with the error rate, so it cannot alarm on an improvement. Values between 0 and 1 (a soft error
 such as a Brier loss) are accepted and interpolate the two increments.
 
+A bank: `odds_ratio` may be a list, one CUSUM per ratio side by side (a geometric grid such as
+[1.5, 2.5, 4.5]), so a rise of any size meets a CUSUM tuned near it and the size need not be
+known in advance. The components share the budget equally (each is calibrated to
+`run_length x ratios`, as every multi-component CUSUM here is); the detector alarms when any
+reaches its limit, and the alarm names the component furthest past its limit as the rise that
+fits best (`best_fit_odds_ratio`, `best_fit_error_rate`). Measured at run length 6e6 (drift-bench's
+error check), 5,000-outcome references, 8-10 seeds: against the single ratio 1.5, [1.5, 2.5, 4.5]
+finds odds x3 rises 2-3x sooner (0.10 -> 0.25: 232 -> 127 outcomes; 0.02 -> 0.058: 1,677 -> 564),
+odds x6-x20 rises 3-5x sooner, and rises of odds x1.25-1.6 5-20% later (the budget's share); on
+drift-bench's error family (0.10 -> 0.12, 0.15, 0.20 and ramps) it is 6% later, 2,733 against
+2,582 outcomes. Below odds x1.5 a 5,000-outcome reference is the limit, not the grid: its
+baseline's own error (+-4% of 10%) makes a component for x1.25 need a limit of ~27 instead of ~10.
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
 >>> reference = (rng.random(5000) < 0.10).astype(float)
@@ -23,19 +36,30 @@ such as a Brier loss) are accepted and interpolate the two increments.
 [2183]
 >>> round(detector.baseline_rate, 4), round(detector.threshold, 2)
 (0.1006, 7.62)
+>>> jump = (rng.random(3000) < np.r_[np.full(2000, 0.10), np.full(1000, 0.45)]).astype(float)
+>>> single = BernoulliCusum().fit(reference, run_length=100_000, window_size=1000, seed=0)
+>>> bank = BernoulliCusum([1.5, 2.5, 4.5]).fit(reference, run_length=100_000, window_size=1000, seed=0)
+>>> single.update_many(jump)[:1], bank.update_many(jump)[:1]   # 0.10 -> 0.45 at position 2000
+([2042], [2013])
+>>> bank.alarm_results[0].details["best_fit_error_rate"]
+0.334813
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
 
-from monitor.detectors import calibration
+from monitor.detectors import base, calibration
 from monitor.detectors._common import CusumDetector, check_range, check_run_length, finite
 from monitor.detectors.base import DataKind
 from monitor.detectors.registry import register
+
+MAX_RATIOS = 16
+"""Components of a bank at most (each costs a column of increments)."""
 
 
 def _rates(p0: np.ndarray, odds_ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -54,19 +78,30 @@ class BernoulliCusum(CusumDetector):
     odds_ratio
         The rise detected fastest, as a multiple of the baseline odds p/(1-p): 1.5 turns a 10%
         error rate into 14.3%. A smaller ratio is not faster on small rises with a 5,000-outcome
-        reference: the baseline's own estimation error then needs a much higher limit.
+        reference: the baseline's own estimation error then needs a much higher limit. A list of
+        ratios (at most `MAX_RATIOS`, each above 1) runs a bank of CUSUMs, one per ratio.
     """
 
     name = "bernoulli_cusum"
     accepts = frozenset({DataKind.error})
     component_names = ("error_rate_up",)
 
-    def __init__(self, odds_ratio: float = 1.5):
-        super().__init__(odds_ratio=odds_ratio)
-        self.odds_ratio = check_range("odds_ratio", odds_ratio, 1.0, 1000.0, low_open=True)
-        self.odds_ratios = np.asarray([self.odds_ratio])
+    def __init__(self, odds_ratio: float | Sequence[float] = 1.5):
+        ratios = [odds_ratio] if isinstance(odds_ratio, int | float) else list(odds_ratio)
+        if not ratios or len(ratios) > MAX_RATIOS:
+            raise ValueError(
+                f"Invalid 'odds_ratio' {odds_ratio!r}. Valid values are: a number or 1 to {MAX_RATIOS} numbers"
+            )
+        checked = [check_range("odds_ratio", r, 1.0, 1000.0, low_open=True) for r in ratios]
+        if len(set(checked)) != len(checked):
+            raise ValueError(f"Invalid 'odds_ratio' {odds_ratio!r}: the ratios must differ")
+        self.odds_ratios = np.asarray(sorted(checked))
+        if len(checked) > 1:  # a bank: one component per ratio, e.g. error_rate_up_x1.5
+            self.component_names = tuple(f"error_rate_up_x{r:g}" for r in self.odds_ratios)
+        super().__init__(odds_ratio=odds_ratio if isinstance(odds_ratio, int | float) else checked)
+        self.odds_ratio = float(self.odds_ratios[0])
         self.baseline_rate = float("nan")
-        self._steps = np.zeros((2, 1))  # increments for x = 1 (row 0) and x = 0 (row 1)
+        self._steps = np.zeros((2, len(self.odds_ratios)))  # increments for x = 1 (row 0) and x = 0 (row 1)
 
     def fit(
         self, reference: np.ndarray, *, run_length: float, window_size: int = 1000, seed: int = 0, **context: Any
@@ -84,9 +119,16 @@ class BernoulliCusum(CusumDetector):
         # reference: the live detector's p0 is an estimate too.
         p0 = self._rate(boot.resample_means(ref, calibration.N_PATHS), len(ref))
         x = boot.paths(calibration.N_PATHS, calibration.PATH_LENGTH)
-        up_b, down_b = _rates(p0, self.odds_ratio)
-        # increment = down + x * (up - down): slope and offset per path, f(x) = x
-        self._set_limits([calibration.cusum_limit(ref, x, up_b - down_b, down_b, run_length, boot.block)])
+        x_cumulative = np.cumsum(x, axis=1)
+        budget = run_length * len(self.odds_ratios)  # shared equally by the components
+        limits = []
+        for ratio in self.odds_ratios:
+            up_b, down_b = _rates(p0, ratio)
+            # increment = down + x * (up - down): slope and offset per path, f(x) = x
+            limits.append(
+                calibration.cusum_limit(ref, x, up_b - down_b, down_b, budget, boot.block, f_cumulative=x_cumulative)
+            )
+        self._set_limits(limits)
         return self
 
     @staticmethod
@@ -100,6 +142,15 @@ class BernoulliCusum(CusumDetector):
     def _increments(self, values: np.ndarray) -> np.ndarray:
         up, down = self._steps
         return values[:, None] * (up - down) + down
+
+    def _alarm_result(self, values: np.ndarray) -> base.TestResult:
+        result = super()._alarm_result(values)
+        if len(self.odds_ratios) > 1:  # which rise fits best: the component furthest past its limit
+            ratio = float(self.odds_ratios[int(np.argmax(values / self.limits))])
+            odds = self.baseline_rate / (1 - self.baseline_rate) * ratio
+            result.details["best_fit_odds_ratio"] = ratio
+            result.details["best_fit_error_rate"] = round(odds / (1 + odds), 6)
+        return result
 
     def _fitted_state(self) -> dict[str, Any]:
         return {"baseline_rate": self.baseline_rate, "steps": self._steps.tolist()}

@@ -52,6 +52,33 @@ def test_error_rate_jump_raises_performance_degradation_with_evidence():
     assert len(inactive(run.findings, AlertKind.performance_degradation)) >= 4
 
 
+def test_a_bank_of_odds_ratios_finds_a_large_jump_sooner_and_names_its_size():
+    """`bernoulli_cusum` with a list of odds ratios: one CUSUM per ratio, the alarm saying which
+    rise fits best; a 10% -> 40% jump is far from the single default ratio (1.5)."""
+    delays, firsts = {}, {}
+    for ratios in (1.5, [1.5, 2.5, 4.5]):
+        rng = np.random.default_rng(14)
+        stream = binary_stream(8000, rng, error_rate=0.10).extend(binary_stream(4000, rng, start=8000, error_rate=0.40))
+        cfg = MonitorConfig.model_validate(
+            {
+                "evaluation": {"warmup_outcomes": 3000},
+                "detectors": {"params": {"bernoulli_cusum": {"odds_ratio": ratios}}},
+            }
+        )
+        evaluator, store = setup(cfg)
+        run = drive(evaluator, store, stream)
+        alarms = active(run.findings, AlertKind.performance_degradation)
+        assert alarms, f"odds_ratio={ratios}: the jump from 10% to 40% errors was missed"
+        firsts[str(ratios)] = alarms[0]
+        delays[str(ratios)] = alarms[0].offset - run.offsets_of_outcomes[8000]
+    assert 0 <= delays["[1.5, 2.5, 4.5]"] < delays["1.5"]
+    bank = firsts["[1.5, 2.5, 4.5]"]
+    assert bank.evidence.threshold == 1.0 and bank.evidence.score >= 1.0
+    assert bank.evidence.details["best_fit_odds_ratio"] in (2.5, 4.5)
+    assert f"a rise to about {bank.evidence.details['best_fit_error_rate']:.3g}" in bank.summary
+    assert "fitting best" not in firsts["1.5"].summary
+
+
 def test_stationary_error_rate_raises_nothing():
     rng = np.random.default_rng(12)
     evaluator, store = setup()

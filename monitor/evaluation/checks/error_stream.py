@@ -1,7 +1,9 @@
 """`performance_degradation`: a change detector over the stream of joined errors.
 
 The joined 0/1 errors, in arrival order, feed `bernoulli_cusum` (absolute errors feed `cusum`
-for regression), fitted on a labelled reference (`fit`). Each alarm is a finding at the outcome
+for regression), fitted on a labelled reference (`fit`); `detectors.params.bernoulli_cusum.odds_ratio`
+set to a list (e.g. [1.5, 2.5, 4.5]) makes it a bank of CUSUMs that needs no size of the rise in
+advance, and its alarms then name the rise that fits best. Each alarm is a finding at the outcome
 that crossed the threshold, with the error of the reference, of the last window of outcomes and
 since the detector last restarted as evidence. At a window close the check reports its peak
 statistic and, when it did not alarm, a clean finding so the alert resolves.
@@ -26,6 +28,12 @@ from monitor.evaluation.evidence import ScoreHistory, active, clean, finite, to_
 from monitor.evaluation.labels import CLASSIFICATION, REGRESSION
 
 _NAN = math.nan
+
+
+def _best_fit(result: TestResult) -> str:
+    """A bank of CUSUMs (`bernoulli_cusum` with several odds ratios) names the rise that fits best."""
+    rate = result.details.get("best_fit_error_rate")
+    return "" if rate is None else f", a rise to about {rate:.3g} fitting best"
 
 
 class ErrorStream:
@@ -192,7 +200,7 @@ class ErrorStream:
                         details=details,
                     ),
                     summary=f"{self.model_id}: {metric.replace('_', ' ')} rose from {self.reference_loss:.4g} "
-                    f"(reference) to {recent_loss:.4g} over the last {len(recent)} outcomes "
+                    f"(reference) to {recent_loss:.4g} over the last {len(recent)} outcomes{_best_fit(result)} "
                     f"({detector.name} {score:.3g} >= {detector.threshold:.3g})",
                     offset=int(offsets[alarm]) if offsets[alarm] >= 0 else None,
                 )
