@@ -31,11 +31,30 @@ from datasketches import kll_doubles_sketch
 KLL_K = 200
 """KLL accuracy parameter: normalized rank error about 1.65/k^0.9 (1.3% at 200)."""
 
+SKETCH_PENDING = 8192
+"""Values a `NumericStats` holds before they go into its sketch. The sketch costs about 30 ns a
+value and is read only for evidence, summaries and state, so a window that closes before this
+many values (the default windows of 1,000 events) and raises nothing never builds it. The
+values reach the sketch in the order they came, as they would one batch at a time; KLL's
+compactions are randomised, so its quantiles were never reproducible to the bit anyway."""
+
 
 class NumericStats:
     """Count, nulls, type mismatches, mean, variance, min, max and a quantile sketch."""
 
-    __slots__ = ("count", "nulls", "mismatches", "_n", "mean", "_m2", "minimum", "maximum", "sketch")
+    __slots__ = (
+        "count",
+        "nulls",
+        "mismatches",
+        "_n",
+        "mean",
+        "_m2",
+        "minimum",
+        "maximum",
+        "_sketch",
+        "_pending",
+        "_held",
+    )
 
     def __init__(self) -> None:
         self.count = 0
@@ -48,26 +67,58 @@ class NumericStats:
         self._m2 = 0.0
         self.minimum = math.inf
         self.maximum = -math.inf
-        self.sketch = kll_doubles_sketch(KLL_K)
+        self._sketch = kll_doubles_sketch(KLL_K)
+        self._pending: list[np.ndarray] = []
+        self._held = 0
+
+    @property
+    def sketch(self) -> kll_doubles_sketch:
+        """The quantile sketch of every value so far (held values go in first)."""
+        if self._pending:
+            values = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+            self._sketch.update(values)
+            self._pending, self._held = [], 0
+        return self._sketch
+
+    @sketch.setter
+    def sketch(self, sketch: kll_doubles_sketch) -> None:
+        self._sketch, self._pending, self._held = sketch, [], 0
 
     def update(self, values: np.ndarray, nulls: int = 0, mismatches: int = 0) -> None:
         """Add a batch of non-null numeric values, and the nulls and mismatches beside them."""
-        self.count += len(values) + nulls + mismatches
+        self.count += nulls + mismatches
         self.nulls += nulls
         self.mismatches += mismatches
-        n_b = len(values)
-        if n_b == 0:
+        if len(values) == 0:
             return
         mean_b = float(values.mean())
         m2_b = float(((values - mean_b) ** 2).sum())
+        self.add_summary(values, mean_b, m2_b, float(values.min()), float(values.max()))
+
+    def add_summary(self, values: np.ndarray, mean_b: float, m2_b: float, low: float, high: float) -> None:
+        """Merge a batch of non-null values whose mean, sum of squared deviations, minimum and
+        maximum were taken elsewhere (several features at once), as `update` would (counts of
+        nulls and mismatches: none)."""
+        n_b = len(values)
+        if n_b == 0:
+            return
+        self.count += n_b
         n_a, n = self._n, self._n + n_b
         delta = mean_b - self.mean
         self.mean += delta * n_b / n
         self._m2 += m2_b + delta * delta * n_a * n_b / n
         self._n = n
-        self.minimum = min(self.minimum, float(values.min()))
-        self.maximum = max(self.maximum, float(values.max()))
-        self.sketch.update(values)
+        self.minimum = min(self.minimum, low)
+        self.maximum = max(self.maximum, high)
+        self.hold(values)
+
+    def hold(self, values: np.ndarray) -> None:
+        """Keep `values` (not to be changed afterwards) for the sketch, which takes them when read
+        or when `SKETCH_PENDING` are held."""
+        self._pending.append(values)
+        self._held += len(values)
+        if self._held >= SKETCH_PENDING:
+            _ = self.sketch
 
     @property
     def values_count(self) -> int:

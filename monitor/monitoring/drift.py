@@ -22,8 +22,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import operator
+from array import array as FloatArray
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -279,6 +283,77 @@ def _seed(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:4], "little")
 
 
+def _numbers(values: Sequence[Any]) -> np.ndarray | None:
+    """`values` as float64 when every one is a number (an int or a float; not a bool, None or
+    text), else None: then `numeric_column` sorts them out, segment by segment, as before."""
+    try:
+        array = np.frombuffer(FloatArray("d", values))  # takes ints, floats and bools; raises on the rest
+    except (TypeError, OverflowError):
+        return None
+    maybe_bool = np.flatnonzero((array == 0.0) | (array == 1.0))
+    if len(maybe_bool) and any(type(values[i]) is bool for i in maybe_bool):
+        return None
+    return array
+
+
+class BatchColumns:
+    """A batch's feature values, taken out of its events once for every window segment of it.
+
+    When every event carries every feature of the reference (one `itemgetter` per event), each
+    feature becomes a column; the numeric features whose values are all numbers become the rows
+    of one float matrix (`numeric`, in the monitor's feature order), which the segment's
+    statistics, range checks and CUSUMs take whole. A feature missing from an event, a null, a
+    bool or a text in a numeric column: that feature (or, for a missing one, every feature) is
+    taken per segment as before (`numeric_column`, `category_column`), with the same results."""
+
+    def __init__(self, monitor: DriftMonitor, batch: PredictionBatch):
+        names = [name for name in monitor.features if name != PREDICTION]
+        self.size = len(batch)
+        self.raw: dict[str, Sequence[Any]] = {}
+        self.unknown = True
+        """Whether an event may carry a feature the monitor does not know."""
+        if names:
+            try:
+                rows = list(map(itemgetter(*names), batch.features))
+            except KeyError:
+                rows = None
+            if rows is not None:
+                self.unknown = set(map(len, batch.features)) != {len(names)}
+                self.raw = dict(zip(names, zip(*rows, strict=True) if len(names) > 1 else [rows], strict=True))
+        else:
+            self.unknown = not all(map(operator.not_, batch.features))
+        if PREDICTION in monitor.features:
+            self.raw[PREDICTION] = batch.predictions.tolist()
+        numbers: dict[str, np.ndarray] = {}
+        for name, feature in monitor.features.items():
+            if feature.type is FeatureType.numeric and name in self.raw:
+                array = _numbers(self.raw[name])
+                if array is not None:
+                    numbers[name] = array
+        self.numeric = tuple(numbers)
+        self.matrix = np.vstack(list(numbers.values())) if numbers else np.empty((0, self.size))
+        self._part: slice | np.ndarray = slice(0, self.size)
+        self.everyone = np.arange(self.size)
+        """Positions of the values of a numeric row in the segment: all of them."""
+
+    def select(self, accepted: np.ndarray) -> None:
+        """The segment: the events at `accepted` (indices into the batch, in order)."""
+        contiguous = len(accepted) and int(accepted[-1]) - int(accepted[0]) + 1 == len(accepted)
+        self._part = slice(int(accepted[0]), int(accepted[-1]) + 1) if contiguous else accepted
+        self.everyone = np.arange(len(accepted))
+
+    def segment(self, name: str) -> Sequence[Any]:
+        """Feature `name`'s values in the segment (None where an event lacks it)."""
+        raw = self.raw[name]
+        if isinstance(self._part, slice):
+            return raw[self._part]
+        return [raw[i] for i in self._part]
+
+    def numeric_segment(self) -> np.ndarray:
+        """The rows of `numeric` in the segment (features x events)."""
+        return self.matrix[:, self._part]
+
+
 class DriftMonitor:
     def __init__(self, model: ModelConfig, config: MonitorConfig, reference: ReferenceProfile | None = None):
         self.model = model
@@ -302,6 +377,8 @@ class DriftMonitor:
         self._window_end: datetime | None = None
         self.unfitted: dict[str, str] = {}
         """`feature/detector` -> why its reference could not fit it (state, reported)."""
+        self._bounds: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        """Numeric features -> their out-of-range bounds (`_range_bounds`), for this reference."""
         self.closed_windows: list[tuple[datetime, int | None, int]] = []
         """(event time, offset, events before the close in the batch `observe` was given) of
         windows closed since the owner last drained this list: other per-window checks
@@ -343,6 +420,7 @@ class DriftMonitor:
         window_size = self.model.window.size_events or self.model.window.min_events  # type: ignore[union-attr]
 
         self.reference = reference
+        self._bounds = {}
         for name, (kind_of_data, alert_kind, dets) in plan.items():
             ref = reference.features[name]
             codes = {c: i for i, c in enumerate(ref.categories)}
@@ -424,9 +502,12 @@ class DriftMonitor:
         warm = self._warm_up(batch) if self.reference is None else 0
         batch = batch.take(slice(warm, None))
         findings: list[Finding] = []
+        columns = BatchColumns(self, batch) if self.reference is not None and len(batch) else None
         for segment in self.clock.segments(batch.timestamps):
             if len(segment.accepted):
-                findings += self._observe_segment(batch.take(segment.accepted))
+                if columns is not None:
+                    columns.select(segment.accepted)
+                findings += self._observe_segment(batch.take(segment.accepted), columns)
             if segment.closes_at is not None:
                 at = _time(batch.timestamps[segment.closes_at])
                 offset = int(batch.positions[segment.closes_at])
@@ -446,18 +527,30 @@ class DriftMonitor:
                 self.closed_windows.append((at, offset, 0))
         return findings
 
-    def _observe_segment(self, batch: PredictionBatch) -> list[Finding]:
+    def _observe_segment(self, batch: PredictionBatch, columns: BatchColumns | None = None) -> list[Finding]:
+        """The events of one window in a batch. `columns`: the batch's values taken once
+        (`BatchColumns`), `batch.rows` of them; without, each feature's column is taken here."""
         if self._window_start is None:
             self._window_start = _time(batch.timestamps[0])
         self._window_end = _time(batch.timestamps[-1])
         findings: list[Finding] = []
         known = self.features.keys()
-        if not batch.feature_names() <= known:
+        if (columns is None or columns.unknown) and not batch.feature_names() <= known:
             self.unknown_features += sum(len(names - known) for names in map(dict.keys, batch.features))
         numeric_columns: dict[str, np.ndarray] = {}
         sequential: list[tuple[FeatureMonitor, SequentialDetector, np.ndarray, np.ndarray]] = []
+        together = self._observe_numeric(columns) if columns is not None and columns.numeric else {}
         for name, feature in self.features.items():
-            raw = list(batch.predictions) if name == PREDICTION else batch.column(name)
+            if name in together:
+                values = together[name]
+                if name in self.multivariate_names:
+                    numeric_columns[name] = values
+                sequential += [(feature, detector, values, columns.everyone) for detector in feature.sequential]  # type: ignore[union-attr]
+                continue
+            if columns is not None and name in columns.raw:
+                raw = columns.segment(name)
+            else:
+                raw = list(batch.predictions) if name == PREDICTION else batch.column(name)
             if feature.type is FeatureType.numeric:
                 column = numeric_column(raw)
                 values, positions = column.values, column.positions
@@ -486,6 +579,48 @@ class DriftMonitor:
             self.multivariate_sample.add(np.column_stack([numeric_columns[n] for n in self.multivariate_names]))
         findings.sort(key=lambda f: f.offset if f.offset is not None else -1)
         return findings
+
+    def _observe_numeric(self, columns: BatchColumns) -> dict[str, np.ndarray]:
+        """The numeric features whose every value in the batch is a number, as rows of one matrix:
+        the window's statistics with one numpy call each for all of them (row by row: the same
+        sums as `NumericStats.update` takes of each), then each feature's own bookkeeping.
+        Returns each one's values in the segment."""
+        matrix = columns.numeric_segment()
+        means = matrix.mean(axis=1)
+        m2s = ((matrix - means[:, None]) ** 2).sum(axis=1)
+        lows, highs = matrix.min(axis=1), matrix.max(axis=1)
+        below, above = self._range_bounds(columns.numeric)
+        outside = ((matrix < below[:, None]) | (matrix > above[:, None])).sum(axis=1)
+        rows = {}
+        for j, name in enumerate(columns.numeric):
+            feature = self.features[name]
+            values = rows[name] = matrix[j]
+            stats = feature.stats
+            assert isinstance(stats, NumericStats)
+            stats.add_summary(values, float(means[j]), float(m2s[j]), float(lows[j]), float(highs[j]))
+            feature.out_of_range += int(outside[j])
+            feature.sample.add(values)
+        return rows
+
+    def _range_bounds(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Per numeric feature, the values under the first or over the second are out of range
+        (`_out_of_range`); infinite bounds for a feature with no reference values."""
+        key = names
+        cached = self._bounds.get(key)
+        if cached is None:
+            assert self.reference is not None
+            below, above = [], []
+            for name in names:
+                stats = self.reference.features[name].stats
+                if not isinstance(stats, NumericStats) or stats.values_count == 0:
+                    below.append(-math.inf)
+                    above.append(math.inf)
+                    continue
+                margin = (stats.maximum - stats.minimum) * self.config.data_quality.range_margin
+                below.append(stats.minimum - margin)
+                above.append(stats.maximum + margin)
+            cached = self._bounds[key] = (np.array(below), np.array(above))
+        return cached
 
     def _out_of_range(self, name: str, values: np.ndarray) -> int:
         assert self.reference is not None
