@@ -192,6 +192,10 @@ class CusumDetector(SequentialDetector):
         return det
 
 
+_BOUND_BLOCK = 32
+"""Values per block of `update_together`'s bound on a CUSUM's path."""
+
+
 def update_together(detectors: Sequence[SequentialDetector], columns: Sequence[np.ndarray]) -> list[list[int]]:
     """`detector.update_many(column)` for each pair, the CUSUMs with one cumulative sum over all
     their components: a handful of numpy calls per batch instead of a handful per detector (a
@@ -201,9 +205,9 @@ def update_together(detectors: Sequence[SequentialDetector], columns: Sequence[n
 
     The components run side by side as rows (components x time), so the cumulative sums are the
     same sequential sums `update_many` takes. Whether a component can reach its limit in the
-    batch is first bounded from the sums' extremes (S_t <= max C - min(min C, -S_0)); only
-    components that pass the bound walk their path (the running minimum), and the final state
-    is C_n - min(min C, -S_0), bit for bit the path's last value.
+    batch is first bounded block by block from the sums' extremes (see below); only components
+    the bound does not clear walk their path (the running minimum), and the final state is
+    C_n - min(min C, -S_0), bit for bit the path's last value.
 
     >>> import numpy as np
     >>> from monitor.detectors.cusum import Cusum
@@ -217,45 +221,62 @@ def update_together(detectors: Sequence[SequentialDetector], columns: Sequence[n
     groups: dict[tuple[Any, ...], list[tuple[int, CusumDetector, np.ndarray]]] = {}
     for i, (detector, column) in enumerate(zip(detectors, columns, strict=True)):
         raw = np.asarray(column).ravel()
-        if isinstance(detector, CusumDetector) and detector.fitted and 0 < len(raw) <= detector._chunk():
+        if isinstance(detector, CusumDetector) and len(detector.limits) and 0 < len(raw) <= detector._chunk():
             key = (len(raw), type(detector), detector._bank_key())
             groups.setdefault(key, []).append((i, detector, raw))
         else:
             alarms[i] = detector.update_many(raw)
-    banks: dict[int, list[tuple[int, CusumDetector, np.ndarray]]] = {}
+    banks: dict[int, list[tuple[list[tuple[int, CusumDetector]], np.ndarray]]] = {}
     for (n, kind, _), group in groups.items():
         members = [detector for _, detector, _ in group]
-        usable = kind._usable_rows(members, np.stack([raw for _, _, raw in group]))
-        kept = [(i, detector, raw) for (i, detector, raw), ok in zip(group, usable, strict=True) if ok]
-        for i, detector, raw in (item for item, ok in zip(group, usable, strict=True) if not ok):
-            alarms[i] = detector.update_many(raw)
-        if kept:
-            increments = kind._bank_increments([d for _, d, _ in kept], np.stack([raw for _, _, raw in kept]))
-            banks.setdefault(n, []).append(([(i, d) for i, d, _ in kept], increments))
-    for bank in banks.values():  # one cumulative sum per column length (features with nulls have fewer)
+        values = np.stack([raw for _, _, raw in group])
+        usable = kind._usable_rows(members, values)
+        if not np.isfinite(np.concatenate([d.limits for d in members])).all():  # unfitted: update_many says so
+            usable &= [bool(np.isfinite(d.limits).all()) for d in members]
+        if not usable.all():
+            for (i, detector, raw), ok in zip(group, usable, strict=True):
+                if not ok:
+                    alarms[i] = detector.update_many(raw)
+            group = [item for item, ok in zip(group, usable, strict=True) if ok]
+            values = values[usable]
+        if group:
+            increments = kind._bank_increments([d for _, d, _ in group], values)
+            banks.setdefault(n, []).append(([(i, d) for i, d, _ in group], increments))
+    for n, bank in banks.items():  # one cumulative sum per column length (features with nulls have fewer)
         members = [member for part, _ in bank for member in part]
         cum = bank[0][1] if len(bank) == 1 else np.vstack([increments for _, increments in bank])
         np.cumsum(cum, axis=1, out=cum)
         state = np.concatenate([d.state for _, d in members])
         limits = np.concatenate([d.limits for _, d in members])
-        floor = np.minimum(cum.min(axis=1), -state)
-        final = cum[:, -1] - floor
+        # S_t = C_t - min(-S_0, min_{s<=t} C_s); within a block, C_t is at most the block's
+        # largest sum and the minimum at least the smaller of the lowest before the block and
+        # the block's own: a component under its limit by that bound in every block cannot alarm.
+        starts = np.arange(0, n, _BOUND_BLOCK)
+        block_low = np.minimum.reduceat(cum, starts, axis=1)
+        block_high = np.maximum.reduceat(cum, starts, axis=1)
+        lowest = np.empty_like(block_low)
+        lowest[:, 0] = -state
+        lowest[:, 1:] = block_low[:, :-1]
+        np.minimum.accumulate(lowest, axis=1, out=lowest)
+        np.minimum(lowest, block_low, out=lowest)
+        floor = lowest[:, -1]  # min(-S_0, every C_s)
         hit = np.zeros(len(limits), dtype=bool)
-        near = np.flatnonzero(cum.max(axis=1) - floor >= limits)
+        near = np.flatnonzero(((block_high - lowest) >= limits[:, None]).any(axis=1))
         if len(near):
             sums = cum[near]
             path = sums - np.minimum(np.minimum.accumulate(sums, axis=1), -state[near, None])
             hit[near] = (path >= limits[near, None]).any(axis=1)
-        start = 0
-        for i, detector in members:
-            end = start + len(detector.limits)
-            if hit[start:end].any():
+        sizes = [len(detector.limits) for _, detector in members]
+        bounds = np.cumsum(sizes)
+        alarmed = np.logical_or.reduceat(hit, bounds - sizes).tolist() if hit.any() else [False] * len(members)
+        states = np.split(cum[:, -1] - floor, bounds[:-1])
+        for (i, detector), state_i, rang in zip(members, states, alarmed, strict=True):
+            if rang:
                 alarms[i] = detector.update_many(columns[i])
             else:
-                detector.state = final[start:end].copy()
-                detector.n_seen += cum.shape[1]
+                detector.state = state_i
+                detector.n_seen += n
                 detector.drift_detected = False
                 detector.alarm_results = []
                 alarms[i] = []
-            start = end
     return alarms  # type: ignore[return-value]

@@ -120,16 +120,18 @@ class CategoryCusum(CusumDetector):
 
     @classmethod
     def _bank_increments(cls, detectors: Sequence[CusumDetector], values: np.ndarray) -> np.ndarray:
-        """`_increments` transposed (components x time), element for element."""
+        """`_increments` transposed (components x time), element for element: each component's
+        increment for each slot is computed once (the same indicator times slope plus offset),
+        then looked up per value."""
         parts = []
         for detector, row in zip(detectors, values, strict=True):
             assert isinstance(detector, CategoryCusum)
-            slots = detector.slot[detector._clean(row)]
-            up = slots == np.arange(len(detector.baseline))[:, None]
-            rows = np.concatenate([up, up[detector.down_of]]).astype(float)
-            rows *= detector._slope[:, None]
-            rows += detector._offset[:, None]
-            parts.append(rows)
+            n_up = len(detector.baseline)
+            up = np.arange(n_up) == np.arange(n_up)[:, None]  # component x slot: is the slot the component's
+            table = np.concatenate([up, up[detector.down_of]]).astype(float)
+            table *= detector._slope[:, None]
+            table += detector._offset[:, None]
+            parts.append(table.take(detector.slot[detector._clean(row)], axis=1))
         return parts[0] if len(parts) == 1 else np.vstack(parts)
 
     def fit(
