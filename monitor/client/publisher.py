@@ -18,11 +18,17 @@ raises `InvalidEvent` naming the field and nothing is sent. The same check runs 
 at all in `validate_prediction` / `validate_outcome` (`monitor.client.events`), for a service's
 unit tests. The publisher connects on its first send, not when it is built: building one never
 blocks, and a broker that does not answer within `bootstrap_timeout_ms` (10 s) makes that send
-raise `BrokerUnreachable`, one line naming the servers. Sending is asynchronous and batched
-(`linger_ms`); each call returns kafka-python's future for callers that want to wait.
-Predictions are keyed by `model_id` (one worker owns a model), outcomes by `prediction_id`
-(co-partitioned with the join). Security settings (SASL, SSL) come from `KafkaConfig`, whose
-password is read from the environment (`DRIFTLINE_KAFKA__SASL_PASSWORD`).
+raise `BrokerUnreachable`, one line naming the servers. Sending is asynchronous and batched:
+a model's predictions are packed into one message of up to `batch_events` (100) events, a batch
+envelope (`schemas/event_envelope.json`), sent when full or `batch_linger_ms` (20 ms) after its
+first event, and on `flush` and `close`; a worker then handles a message per hundred
+predictions instead of one each. `batch_events=1` sends one event per message. Each call
+returns a future for callers that want to wait: `publish_prediction`'s is a
+`concurrent.futures.Future` resolved when the envelope holding the event is acknowledged,
+`publish_outcome`'s is kafka-python's. Predictions are keyed by `model_id` (one worker owns a
+model), outcomes by `prediction_id` (co-partitioned with the join). Security settings (SASL,
+SSL) come from `KafkaConfig`, whose password is read from the environment
+(`DRIFTLINE_KAFKA__SASL_PASSWORD`).
 
 NaN and infinite feature values are sent as null (missing): JSON has no such numbers.
 """
@@ -31,7 +37,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +48,7 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
 from monitor.client.events import outcome_record, prediction_record
+from monitor.client.packing import EnvelopePacker, Packed
 from monitor.contracts.config import KafkaConfig, load_config
 from monitor.contracts.limits import EventLimits
 from monitor.stream.kafka_settings import close_producer, producer_settings
@@ -78,6 +87,9 @@ class DriftlinePublisher:
     arguments left over go to `kafka.KafkaProducer` and win over everything else, e.g.
     `linger_ms=20` or `compression_type="gzip"`. Thread-safe, like the producer under it.
 
+    `batch_events`, `batch_bytes` and `batch_linger_ms` bound a model's envelope of predictions
+    (`monitor.client.packing`); `batch_events=1` sends each prediction alone.
+
     Building the publisher checks the settings (a SASL protocol without its user fails here)
     but does not connect: the producer is made on the first send, or when `producer` is read.
     """
@@ -88,6 +100,9 @@ class DriftlinePublisher:
         *,
         bootstrap_servers: str | None = None,
         limits: EventLimits | None = None,
+        batch_events: int = 100,
+        batch_bytes: int = 512 * 1024,
+        batch_linger_ms: float = 20.0,
         **client_overrides: Any,
     ):
         config = kafka_config if kafka_config is not None else load_config(None).kafka
@@ -105,6 +120,13 @@ class DriftlinePublisher:
         self._lock = threading.Lock()
         self._failed = 0
         self._sent = 0
+        self._packer = (
+            EnvelopePacker(max_events=batch_events, max_bytes=batch_bytes, linger_ms=batch_linger_ms)
+            if batch_events > 1
+            else None
+        )
+        self._lingering: threading.Thread | None = None
+        self._stop_lingering = threading.Event()
 
     @property
     def producer(self) -> KafkaProducer:
@@ -119,7 +141,8 @@ class DriftlinePublisher:
 
     @property
     def sent(self) -> int:
-        """Events handed to the producer (not all of them acknowledged yet)."""
+        """Events taken for sending (not all of them acknowledged yet; some may still wait in an
+        envelope)."""
         return self._sent
 
     @property
@@ -140,8 +163,9 @@ class DriftlinePublisher:
         slices: Mapping[str, str] | None = None,
         latency_ms: float | None = None,
         request_status: str | None = None,
-    ) -> FutureRecordMetadata:
-        """Validate one prediction and send it to the predictions topic, keyed by `model_id`.
+    ) -> Future[object] | FutureRecordMetadata:
+        """Validate one prediction and send it to the predictions topic, keyed by `model_id`, in
+        the model's next envelope (alone with `batch_events=1`).
 
         `timestamp` is the event time (now, UTC, when omitted); a naive datetime is refused.
         Raises `InvalidEvent` naming the field when the event would be refused by the worker
@@ -159,7 +183,16 @@ class DriftlinePublisher:
             request_status=request_status,
             limits=self.limits,
         )
-        return self._send(self.predictions_topic, model_id, raw)
+        if self._packer is None:
+            return self._send(self.predictions_topic, model_id, raw)
+        self._connected()  # an unreachable broker fails this call, not a later one
+        self._linger()
+        future, ready = self._packer.add(model_id, raw, now=time.monotonic())
+        with self._lock:
+            self._sent += 1
+        for packed in ready:
+            self._send_envelope(packed)
+        return future
 
     def publish_outcome(
         self,
@@ -204,6 +237,58 @@ class DriftlinePublisher:
             self._sent += 1
         return future
 
+    def _send_envelope(self, packed: Packed) -> None:
+        """Send one envelope; its delivery (or failure) resolves each event's future."""
+        key, value, futures = packed
+        try:
+            sent = self._connected().send(self.predictions_topic, value=value, key=key.encode("utf-8"))
+        except Exception as exc:
+            self._envelope_failed(futures, key, exc)
+            raise
+        sent.add_callback(lambda metadata: [future.set_result(metadata) for future in futures])
+        sent.add_errback(lambda exc: self._envelope_failed(futures, key, exc))
+
+    def _envelope_failed(self, futures: list[Future[object]], key: str, exc: BaseException) -> None:
+        with self._lock:
+            self._failed += len(futures)
+        for future in futures:
+            future.set_exception(exc)
+        log.error(
+            "driftline: an envelope of %d events for %s (key %r) was not delivered: %s",
+            len(futures),
+            self.predictions_topic,
+            key,
+            exc,
+        )
+
+    def _linger(self) -> None:
+        """Start the thread that sends envelopes `batch_linger_ms` after their first event."""
+        if self._lingering is not None:
+            return
+        with self._connect_lock:
+            if self._lingering is None:
+                self._lingering = threading.Thread(target=self._send_due, name="driftline-linger", daemon=True)
+                self._lingering.start()
+
+    def _send_due(self) -> None:
+        assert self._packer is not None
+        while not self._stop_lingering.wait(self._packer.linger / 2):
+            self._send_quietly(self._packer.due(time.monotonic()))
+
+    def _send_held(self) -> None:
+        """Send every envelope still held (flush, close)."""
+        if self._packer is not None:
+            self._send_quietly(self._packer.drain())
+
+    def _send_quietly(self, envelopes: list[Packed]) -> None:
+        """Send each envelope; one that cannot be sent is counted in `failed` and logged, and the
+        others are still sent."""
+        for packed in envelopes:
+            try:
+                self._send_envelope(packed)
+            except Exception:  # noqa: BLE001 - _send_envelope counted and logged it
+                continue
+
     def _on_failure(self, topic: str, key: str, exc: BaseException) -> None:
         with self._lock:
             self._failed += 1
@@ -212,6 +297,7 @@ class DriftlinePublisher:
     def flush(self, timeout: float | None = None) -> None:
         """Send everything batched and wait for the broker's answers (at most `timeout` s).
         Nothing to do when nothing was ever sent."""
+        self._send_held()
         if self._producer is not None:
             self._producer.flush(timeout)
 
@@ -219,6 +305,11 @@ class DriftlinePublisher:
         """Flush, then close the connections. The publisher cannot be used afterwards. What the
         broker has not taken after `timeout` s is dropped, each event counted in `failed` and
         logged (kafka-python's own `close` would raise and leave the producer open)."""
+        self._stop_lingering.set()
+        if self._lingering is not None:
+            self._lingering.join()
+        if self._producer is not None:
+            self._send_held()
         with self._connect_lock:
             self._closed = True
             producer, self._producer = self._producer, None

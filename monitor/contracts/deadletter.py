@@ -38,6 +38,10 @@ class DeadLetterSource(BaseModel):
     offset: int | None = None
     file: str | None = None
     line: int | None = Field(None, description="0-based line number in `file`.")
+    index: int | None = Field(
+        None,
+        description="0-based index of the event in its message's batch envelope; absent for a message of one event.",
+    )
 
 
 class DeadLetter(BaseModel):

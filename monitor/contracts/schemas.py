@@ -14,12 +14,14 @@ from pydantic import BaseModel
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter
+from monitor.contracts.envelope import EventEnvelope
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.contracts.retrain import Approval, PlaybookDecision, RetrainRequest, ReviewRequest
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     "prediction_event": PredictionEvent,
     "outcome_event": OutcomeEvent,
+    "event_envelope": EventEnvelope,
     "alert": Alert,
     "dead_letter": DeadLetter,
     "monitor_config": MonitorConfig,

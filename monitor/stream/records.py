@@ -19,8 +19,8 @@ from typing import Any
 import msgpack
 from kafka.partitioner.default import murmur2
 
-from monitor.contracts.events import OutcomeEvent, PredictionEvent
-from monitor.evaluation.join import JoinedOutcome, outcome_fields, prediction_fields
+from monitor.contracts.batch import OutcomeBatch, PredictionBatch
+from monitor.evaluation.join import JoinedOutcome
 
 MAX_ITEMS_PER_MESSAGE = 1024
 """A join-input message holds at most this many items, so `join_position` stays unique."""
@@ -48,17 +48,46 @@ def join_position(offset: int, index: int) -> int:
     return offset * MAX_ITEMS_PER_MESSAGE + index
 
 
-def prediction_item(event: PredictionEvent) -> list[Any]:
-    """A prediction as the join takes it (`JoinStore.add_prediction_fields`)."""
-    return list(prediction_fields(event))
+def prediction_items(batch: PredictionBatch) -> list[tuple[Any, ...]]:
+    """Each prediction of `batch` as the join takes it (`JoinStore.add_prediction_fields`)."""
+    return list(
+        zip(
+            batch.prediction_ids,
+            batch.model_ids,
+            batch.model_versions,
+            batch.timestamps.tolist(),
+            batch.predictions,
+            batch.probabilities,
+            batch.slices,
+            strict=True,
+        )
+    )
 
 
-def outcome_item(event: OutcomeEvent) -> list[Any]:
-    """An outcome as the join takes it (`JoinStore.add_outcome_fields`)."""
-    return list(outcome_fields(event))
+def outcome_items(batch: OutcomeBatch) -> list[tuple[Any, ...]]:
+    """Each outcome of `batch` as the join takes it (`JoinStore.add_outcome_fields`)."""
+    return list(zip(batch.prediction_ids, batch.labels, batch.timestamps.tolist(), batch.model_ids, strict=True))
 
 
-def encode_join_input(kind: str, items: list[list[Any]]) -> bytes:
+def join_input_messages(kind: str, items: list[tuple[Any, ...]], partitions: int) -> list[tuple[int, bytes]]:
+    """`items` (each led by its prediction id) as join-input messages: (partition, value), grouped
+    by the partition of their prediction id, at most `MAX_ITEMS_PER_MESSAGE` to a message.
+
+    >>> messages = join_input_messages("o", [("p", 1, 9.5, None)], 1)
+    >>> [(partition, decode_join_input(value)) for partition, value in messages]
+    [(0, ('o', [['p', 1, 9.5, None]]))]
+    """
+    by_partition: dict[int, list[tuple[Any, ...]]] = {}
+    for item in items:
+        by_partition.setdefault(partition_for(item[0], partitions), []).append(item)
+    return [
+        (partition, encode_join_input(kind, group[start : start + MAX_ITEMS_PER_MESSAGE]))
+        for partition, group in by_partition.items()
+        for start in range(0, len(group), MAX_ITEMS_PER_MESSAGE)
+    ]
+
+
+def encode_join_input(kind: str, items: list[tuple[Any, ...]] | list[list[Any]]) -> bytes:
     """`kind` is "p" (predictions) or "o" (outcomes).
 
     >>> decode_join_input(encode_join_input("o", [["p-1", 1, 10.0, None]]))

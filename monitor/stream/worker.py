@@ -50,24 +50,23 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterSource
-from monitor.contracts.events import PredictionEvent
-from monitor.contracts.validation import InvalidEvent, decode_outcome, decode_prediction
 from monitor.evaluation.join import JoinedOutcome, JoinStore
 from monitor.monitoring.fleet import ModelMonitor, RaisedAlert
 from monitor.observability.metrics import DriftlineMetrics
+from monitor.stream.intake import Refused, new_events, read_outcomes, read_predictions
 from monitor.stream.kafka_settings import faust_settings
 from monitor.stream.positions import InputSequence, PositionedConsumer, Verdict, position_records
 from monitor.stream.records import (
     decode_join_input,
     decode_joined,
     decode_state,
-    encode_join_input,
     encode_joined,
     encode_state,
+    join_input_messages,
     join_position,
-    outcome_item,
+    outcome_items,
     partition_for,
-    prediction_item,
+    prediction_items,
 )
 from monitor.stream.topics import (
     JOIN_STATE_TABLE,
@@ -300,16 +299,19 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                 messages.append(message)
         return messages
 
-    async def dead_letter(message: Any, error: InvalidEvent) -> None:
-        letter = DeadLetter.of(
-            message.value if isinstance(message.value, bytes) else b"",
-            DeadLetterSource(topic=message.topic, partition=message.partition, offset=message.offset),
-            error.reason,
-            str(error),
-        )
-        metrics.invalid_events.labels(source=message.topic, reason=str(error.reason)).inc()
-        log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
-        await dead_letter_topic.send(key=message.key, value=letter.model_dump_json().encode())
+    async def dead_letter(refused: list[Refused]) -> None:
+        for item in refused:
+            message, error = item.message, item.error
+            source = DeadLetterSource(
+                topic=message.topic, partition=message.partition, offset=message.offset, index=item.index
+            )
+            letter = DeadLetter.of(item.original, source, error.reason, str(error))
+            metrics.invalid_events.labels(source=message.topic, reason=str(error.reason)).inc()
+            at = f"{message.topic}[{message.partition}]@{message.offset}" + (
+                f" event {item.index}" if item.index is not None else ""
+            )
+            log.warning("dead letter %s: %s", at, error)
+            await dead_letter_topic.send(key=message.key, value=letter.model_dump_json().encode())
 
     async def publish(model_id: str, raised: list[RaisedAlert]) -> None:
         for item in raised:
@@ -337,51 +339,46 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         to the join."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
             async with model_checkpoint.lock:
-                predictions: dict[str, tuple[list[PredictionEvent], list[int]]] = defaultdict(lambda: ([], []))
                 outcomes: dict[str, tuple[list[JoinedOutcome], list[int]]] = defaultdict(lambda: ([], []))
-                to_join: dict[int, list[list[Any]]] = defaultdict(list)
                 replayed: list[int] = []
+                prediction_messages = []
                 for message in await taken(events, model_checkpoint):
-                    if message.topic == internal.joined:
-                        for join_partition, position, joined in decode_joined(message.value):
-                            entry = model_entry(joined.model_id, message.partition)
-                            source = f"j{join_partition}"
-                            if position < entry.covered.get(source, 0):
-                                replayed.append(message.offset)
-                                continue
-                            entry.covered[source] = position + 1
-                            outcomes[joined.model_id][0].append(joined)
-                            outcomes[joined.model_id][1].append(message.offset)
+                    if message.topic != internal.joined:
+                        prediction_messages.append(message)
                         continue
-                    try:
-                        prediction = decode_prediction(message.value, config.limits)
-                    except InvalidEvent as error:
-                        await dead_letter(message, error)
-                        continue
-                    entry = model_entry(prediction.model_id, message.partition)
-                    source = str(message.partition)
-                    if message.offset < entry.covered.get(source, 0):
-                        replayed.append(message.offset)  # already in the state: a replay after a restart
-                        continue
-                    entry.covered[source] = message.offset + 1
-                    predictions[prediction.model_id][0].append(prediction)
-                    predictions[prediction.model_id][1].append(message.offset)
-                    to_join[partition_for(prediction.prediction_id, partitions)].append(prediction_item(prediction))
-                    event_time[0] = max(event_time[0], prediction.timestamp.timestamp())
+                    for join_partition, position, joined in decode_joined(message.value):
+                        entry = model_entry(joined.model_id, message.partition)
+                        source = f"j{join_partition}"
+                        if position < entry.covered.get(source, 0):
+                            replayed.append(message.offset)
+                            continue
+                        entry.covered[source] = position + 1
+                        outcomes[joined.model_id][0].append(joined)
+                        outcomes[joined.model_id][1].append(message.offset)
+                intake = read_predictions(prediction_messages, config.limits)
+                await dead_letter(intake.refused)
+                predictions: dict[str, PredictionBatch] = {}
+                for model_id, index in intake.batch.by_model().items():
+                    partitions_of_model = intake.partitions[index]
+                    entry = model_entry(model_id, int(partitions_of_model[0]))
+                    positions = intake.batch.positions[index]
+                    new = new_events(positions, partitions_of_model, entry.covered)
+                    replayed += positions[~new].tolist()  # already in the state: a replay after a restart
+                    if new.any():
+                        predictions[model_id] = intake.batch.take(index[new])
                 skipped("monitor_models", replayed)
 
-                for partition, items in to_join.items():
-                    await join_input.send(partition=partition, value=encode_join_input("p", items))
+                items = [item for batch in predictions.values() for item in prediction_items(batch)]
+                for partition, value in join_input_messages("p", items, partitions):
+                    await join_input.send(partition=partition, value=value)
                 for model_id in predictions.keys() | outcomes.keys():
                     entry = models[model_id]
-                    model_predictions, prediction_offsets = predictions.get(model_id, ([], []))
+                    batch = predictions.get(model_id) or PredictionBatch.empty()
                     model_outcomes, outcome_offsets = outcomes.get(model_id, ([], []))
+                    if len(batch):
+                        event_time[0] = max(event_time[0], float(batch.timestamps.max()))
                     try:
-                        raised = entry.state.observe(
-                            PredictionBatch.from_events(model_predictions, prediction_offsets),
-                            model_outcomes,
-                            outcome_offsets,
-                        )
+                        raised = entry.state.observe(batch, model_outcomes, outcome_offsets)
                     except Exception:  # a bug in the core must not stop the other models
                         metrics.model_errors.labels(model=model_id).inc()
                         log.exception(
@@ -391,9 +388,9 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
                         )
                         del models[model_id]
                         continue
-                    for kind, handled in (("prediction", model_predictions), ("outcome", model_outcomes)):
+                    for kind, handled in (("prediction", len(batch)), ("outcome", len(model_outcomes))):
                         if handled:  # no series before the first: a 0 would read as "outcomes stopped"
-                            metrics.events.labels(model=model_id, type=kind).inc(len(handled))
+                            metrics.events.labels(model=model_id, type=kind).inc(handled)
                     await publish(model_id, raised)
                     model_checkpoint.dirty[model_id] = entry
                 await save_checkpoint(model_checkpoint, now=time.monotonic())
@@ -404,16 +401,10 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
         state: a replay sends duplicates, which the join counts and drops (first outcome wins)."""
         async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
             async with outcome_checkpoint.lock:
-                to_join: dict[int, list[list[Any]]] = defaultdict(list)
-                for message in await taken(events, outcome_checkpoint):
-                    try:
-                        outcome = decode_outcome(message.value, config.limits)
-                    except InvalidEvent as error:
-                        await dead_letter(message, error)
-                        continue
-                    to_join[partition_for(outcome.prediction_id, partitions)].append(outcome_item(outcome))
-                for partition, items in to_join.items():
-                    await join_input.send(partition=partition, value=encode_join_input("o", items))
+                intake = read_outcomes(await taken(events, outcome_checkpoint), config.limits)
+                await dead_letter(intake.refused)
+                for partition, value in join_input_messages("o", outcome_items(intake.batch), partitions):
+                    await join_input.send(partition=partition, value=value)
                 await save_checkpoint(outcome_checkpoint, now=time.monotonic())
 
     @app.agent(join_input)

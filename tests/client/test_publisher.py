@@ -13,6 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 from monitor.client import DriftlinePublisher, InvalidEvent
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetterReason
+from monitor.contracts.envelope import EventEnvelope, unpack
 from monitor.contracts.limits import EventLimits
 from monitor.contracts.validation import decode_outcome, decode_prediction
 from monitor.stream.kafka_settings import consumer_settings
@@ -24,7 +25,8 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def _read_all(config: KafkaConfig, topic: str, expected: int, timeout: float = 10.0) -> list:
-    """Every record of `topic` from the beginning, once `expected` of them have arrived."""
+    """Every event of `topic` from the beginning, once `expected` of them have arrived: (record,
+    the event's bytes), an envelope's events each with their record."""
     consumer = KafkaConsumer(**consumer_settings(config, enable_auto_commit=False))
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -34,7 +36,10 @@ def _read_all(config: KafkaConfig, topic: str, expected: int, timeout: float = 1
         deadline = time.monotonic() + timeout
         while len(records) < expected and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
+                for record in batch:
+                    unpacked = unpack([record.value])
+                    assert not unpacked.refused
+                    records += [(record, raw) for raw in unpacked.raws]
         return records
     finally:
         consumer.close()
@@ -71,11 +76,11 @@ def test_predictions_and_outcomes_arrive_keyed_and_intact(kafka_config):
     predictions = _read_all(kafka_config, kafka_config.topics.predictions, len(sent_predictions))
     assert len(predictions) == len(sent_predictions)
     partitions_of_model: dict[str, set[int]] = {}
-    for record in predictions:
-        raw = orjson.loads(record.value)
+    for record, value in predictions:
+        raw = orjson.loads(value)
         assert raw["schema_version"] == "1.0"
         assert raw["model_version"] in {"v1", "v2"}
-        event = decode_prediction(record.value)
+        event = decode_prediction(value)
         assert record.key == event.model_id.encode()
         assert sent_predictions.pop(event.prediction_id) == event.model_id
         assert event.features["age"] is None and event.slices == {"country": event.features["country"]}
@@ -85,9 +90,9 @@ def test_predictions_and_outcomes_arrive_keyed_and_intact(kafka_config):
 
     outcomes = _read_all(kafka_config, kafka_config.topics.outcomes, len(sent_outcomes))
     assert len(outcomes) == len(sent_outcomes) == 150
-    for record in outcomes:
-        assert orjson.loads(record.value)["schema_version"] == "1.0"
-        event = decode_outcome(record.value)
+    for record, value in outcomes:
+        assert orjson.loads(value)["schema_version"] == "1.0"
+        event = decode_outcome(value)
         assert record.key == event.prediction_id.encode()
         assert sent_outcomes.pop(event.prediction_id) == event.label
         assert event.timestamp == T0 + timedelta(hours=1)
@@ -108,7 +113,7 @@ def _publish_bad_then_sentinel(kafka_config, **bad_fields):
         assert publisher.sent == 0
         publisher.publish_prediction(**{**valid, "prediction_id": "p-sentinel"})
     records = _read_all(kafka_config, kafka_config.topics.predictions, expected=1)
-    return refused.value, [decode_prediction(r.value).prediction_id for r in records]
+    return refused.value, [decode_prediction(value).prediction_id for _, value in records]
 
 
 def test_an_invalid_feature_is_refused_naming_the_field_and_nothing_is_sent(kafka_config):
@@ -149,8 +154,8 @@ def test_timestamp_defaults_to_now_in_utc(kafka_config):
     before = datetime.now(UTC)
     with DriftlinePublisher(kafka_config) as publisher:
         publisher.publish_outcome(prediction_id="p1", label="spam", model_id="mail").get(timeout=10)
-    (record,) = _read_all(kafka_config, kafka_config.topics.outcomes, expected=1)
-    event = decode_outcome(record.value)
+    ((_, value),) = _read_all(kafka_config, kafka_config.topics.outcomes, expected=1)
+    event = decode_outcome(value)
     assert before <= event.timestamp <= datetime.now(UTC)
     assert event.model_id == "mail" and event.label == "spam"
 
@@ -159,9 +164,9 @@ def test_nan_features_travel_as_missing(kafka_config):
     with DriftlinePublisher(kafka_config) as publisher:
         publisher.publish_prediction(
             model_id="m", prediction_id="p", model_version="v1", features={"x": float("nan")}, prediction=0.5
-        ).get(timeout=10)
-    (record,) = _read_all(kafka_config, kafka_config.topics.predictions, expected=1)
-    assert decode_prediction(record.value).features == {"x": None}
+        ).result(timeout=10)
+    ((_, value),) = _read_all(kafka_config, kafka_config.topics.predictions, expected=1)
+    assert decode_prediction(value).features == {"x": None}
 
 
 @pytest.fixture
@@ -224,3 +229,32 @@ def test_close_producer_closes_for_good_after_a_timeout(stoppable_broker):
     assert close_producer(producer, timeout=0.5) is True  # closed already: nothing to do
     del producer
     assert _unraisable_at_collection(holder.clear) == []
+
+
+def test_a_models_predictions_travel_in_envelopes_of_at_most_batch_events(kafka_config):
+    ensure_topics(kafka_config)
+    with DriftlinePublisher(kafka_config, batch_events=50) as publisher:
+        futures = [
+            publisher.publish_prediction(
+                model_id="m", prediction_id=f"p{i}", model_version="v1", features={"x": float(i)}, prediction=0
+            )
+            for i in range(120)
+        ]
+        delivered = [future.result(timeout=10) for future in futures]  # the last 20 go after the linger time
+    events = _read_all(kafka_config, kafka_config.topics.predictions, expected=120)
+    assert [decode_prediction(value).prediction_id for _, value in events] == [f"p{i}" for i in range(120)]
+    envelopes = {record.offset: record for record, _ in events}
+    assert sorted(len(EventEnvelope.model_validate_json(r.value).events) for r in envelopes.values()) == [20, 50, 50]
+    assert all(record.key == b"m" for record in envelopes.values())
+    assert {metadata.offset for metadata in delivered} == set(envelopes)
+
+
+def test_batch_events_1_sends_each_prediction_alone(kafka_config):
+    ensure_topics(kafka_config)
+    with DriftlinePublisher(kafka_config, batch_events=1) as publisher:
+        for i in range(3):
+            publisher.publish_prediction(
+                model_id="m", prediction_id=f"p{i}", model_version="v1", features={"x": 1.0}, prediction=0
+            ).get(timeout=10)
+    events = _read_all(kafka_config, kafka_config.topics.predictions, expected=3)
+    assert [record.value for record, _ in events] == [value for _, value in events]

@@ -39,6 +39,8 @@ INVALID = {
     b"[1, 2, 3]": "undecodable",
     json.dumps({"model_id": MODEL, "prediction_id": "broken"}).encode(): "schema",
 }
+BROKEN_IN_ENVELOPE = json.dumps({"model_id": MODEL, "prediction_id": "broken-in-an-envelope"}).encode()
+"""Sent as the second event of a batch envelope, after a valid one: dead-lettered alone, index 1."""
 
 pytestmark = pytest.mark.broker
 
@@ -49,12 +51,15 @@ def _start_worker(tmp_path: Path, kafka_config: KafkaConfig, warmup: int = WARMU
     )
 
 
-def _publish_predictions(kafka_config: KafkaConfig, first: int, last: int, noise_features: int = 0) -> None:
+def _publish_predictions(
+    kafka_config: KafkaConfig, first: int, last: int, noise_features: int = 0, batch_events: int = 1
+) -> None:
     """Predictions `first` to `last - 1` of one stream whose `amount` shifts at `SHIFT_AT`,
-    with `noise_features` more features to make the state large."""
+    with `noise_features` more features to make the state large. One message per event unless
+    `batch_events` says otherwise: the tests that count offsets count events."""
     rng = random.Random(7)
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    with DriftlinePublisher(kafka_config) as publisher:
+    with DriftlinePublisher(kafka_config, batch_events=batch_events) as publisher:
         for i in range(first, last):
             amount = rng.gauss(0, 1) + (3.0 if i >= SHIFT_AT else 0.0)
             publisher.publish_prediction(
@@ -73,10 +78,16 @@ def _publish_predictions(kafka_config: KafkaConfig, first: int, last: int, noise
 
 
 def _publish(kafka_config: KafkaConfig) -> None:
-    _publish_predictions(kafka_config, 0, EVENTS)
+    _publish_predictions(kafka_config, 0, EVENTS, batch_events=100)  # in envelopes, as the publisher sends
     producer = KafkaProducer(**producer_settings(kafka_config))
     for raw in INVALID:
         producer.send(kafka_config.topics.predictions, key=MODEL.encode(), value=raw)
+    valid = json.dumps(
+        {"model_id": MODEL, "model_version": "v1", "prediction_id": f"p{EVENTS}", "timestamp": "2026-01-02T00:00:00Z",
+         "features": {"amount": 3.0, "age": 40.0}, "prediction": 0.5}
+    ).encode()  # fmt: skip
+    envelope = b'{"batch_version": 1, "events": [' + valid + b", " + BROKEN_IN_ENVELOPE + b"]}"
+    producer.send(kafka_config.topics.predictions, key=MODEL.encode(), value=envelope)
     producer.flush(timeout=10)
     producer.close()
 
@@ -102,14 +113,19 @@ def test_worker_raises_drift_alert_and_dead_letters_invalid_input(tmp_path, kafk
                 else:
                     letters.append(DeadLetter.model_validate_json(record.value))
             drift = [a for a in alerts if a.kind == "feature_drift" and a.feature == "amount"]
-            if drift and len(letters) >= len(INVALID):
+            if drift and len(letters) > len(INVALID):
                 break
         log = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
         assert worker.poll() is None, f"worker exited:\n{log}"
         assert drift, f"no feature_drift alert on 'amount'; got {[(a.kind, a.feature) for a in alerts]}\n{log}"
         assert all(a.model_id == MODEL for a in alerts)
         assert not [a for a in alerts if a.kind == "feature_drift" and a.feature == "age"]
-        assert {letter.original(): letter.reason.value for letter in letters} == INVALID
+        expected = {**INVALID, BROKEN_IN_ENVELOPE: "schema"}
+        assert {letter.original(): letter.reason.value for letter in letters} == expected
+        assert {letter.original(): letter.source.index for letter in letters} == {
+            **dict.fromkeys(INVALID),
+            BROKEN_IN_ENVELOPE: 1,
+        }
         for letter in letters:
             assert letter.source.topic == kafka_config.topics.predictions
             assert letter.source.partition is not None and letter.source.offset is not None
