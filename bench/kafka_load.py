@@ -45,8 +45,8 @@ from kafka_throughput import (
     write_config,
 )
 
-from monitor.stream.broker import EmbeddedBroker
-from monitor.stream.topics import ensure_topics
+from monitor.kafka.broker import EmbeddedBroker
+from monitor.kafka.topics import ensure_topics
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_SECONDS = 5.0

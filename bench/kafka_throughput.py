@@ -52,9 +52,9 @@ from kafka.partitioner.default import murmur2
 
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import KafkaConfig
-from monitor.stream.broker import EmbeddedBroker
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
-from monitor.stream.topics import ensure_topics
+from monitor.kafka.broker import EmbeddedBroker
+from monitor.kafka.settings import consumer_settings, producer_settings
+from monitor.kafka.topics import ensure_topics
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

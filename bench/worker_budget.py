@@ -49,11 +49,11 @@ from kafka_throughput import (
 from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import KafkaConfig, MonitorConfig
 from monitor.contracts.validation import decode_prediction
+from monitor.kafka.broker import EmbeddedBroker
+from monitor.kafka.settings import consumer_settings
+from monitor.kafka.topics import ensure_topics
 from monitor.monitoring.fleet import ModelMonitor
-from monitor.stream.broker import EmbeddedBroker
-from monitor.stream.kafka_settings import consumer_settings
 from monitor.stream.records import encode_state
-from monitor.stream.topics import ensure_topics
 from monitor.stream.worker import BATCH_EVENTS, BATCH_SECONDS
 
 WARMUP_PER_MODEL = 5000  # ReferenceConfig.warmup_events default
@@ -97,7 +97,7 @@ def faust_floor(bootstrap: str, topic: str, group: str, n: int) -> None:
     `counted N in S s, C CPU s` from its first event to its Nth, then idles until killed."""
     import faust
 
-    from monitor.stream.kafka_settings import faust_settings
+    from monitor.kafka.settings import faust_settings
 
     kafka = KafkaConfig(bootstrap_servers=bootstrap, profile="embedded", consumer_group=group)
     app = faust.App(

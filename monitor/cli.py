@@ -75,7 +75,7 @@ def _ensure_topics(kafka, wait_seconds: float) -> dict[str, int]:
 
     from kafka.errors import KafkaError
 
-    from monitor.stream.topics import TopicError, ensure_topics
+    from monitor.kafka.topics import TopicError, ensure_topics
 
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -300,7 +300,7 @@ def worker(config_path: Path | None, loglevel: str, wait_seconds: float) -> None
 )
 def broker(port: int) -> None:
     """Start the embedded Kafka-compatible broker on loopback (development and tests); Ctrl-C stops it."""
-    from monitor.stream.broker import run_broker
+    from monitor.kafka.broker import run_broker
 
     sys.exit(run_broker(port or None))
 

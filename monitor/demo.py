@@ -40,11 +40,11 @@ from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.retrain import PlaybookDecision
+from monitor.kafka.broker import EmbeddedBroker, free_port
+from monitor.kafka.settings import consumer_settings
+from monitor.kafka.topics import ensure_topics
 from monitor.playbooks.runner import PlaybookRunner
 from monitor.simulation import simulate
-from monitor.stream.broker import EmbeddedBroker, free_port
-from monitor.stream.kafka_settings import consumer_settings
-from monitor.stream.topics import ensure_topics
 
 QUIET_SECONDS = 5.0
 """The demo ends once the worker has handled every prediction and joined every outcome, and no

@@ -7,7 +7,7 @@ in this order:
    `DRIFTLINE_TEST_PROFILE`);
 2. Docker, when an engine answers (and `DRIFTLINE_TEST_DOCKER` is not `0`): `apache/kafka`
    (`DRIFTLINE_TEST_KAFKA_IMAGE`) in KRaft mode through testcontainers, profile `kafka`;
-3. the embedded broker (`monitor.stream.broker.EmbeddedBroker`), profile `embedded`.
+3. the embedded broker (`monitor.kafka.broker.EmbeddedBroker`), profile `embedded`.
 
 Fixtures: `kafka_bootstrap` and `kafka_profile` (session), `test_broker` (both, and where the
 broker came from), and `kafka_config`: a `KafkaConfig` for that broker whose topic names are
@@ -128,7 +128,7 @@ def test_broker() -> Iterator[BrokerUnderTest]:
         finally:
             container.stop()
         return
-    from monitor.stream.broker import EmbeddedBroker
+    from monitor.kafka.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         yield BrokerUnderTest(broker.bootstrap_servers, "embedded", "embedded")

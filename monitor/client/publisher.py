@@ -51,7 +51,7 @@ from monitor.client.events import outcome_record, prediction_record
 from monitor.client.packing import EnvelopePacker, Packed
 from monitor.contracts.config import KafkaConfig, load_config
 from monitor.contracts.limits import EventLimits
-from monitor.stream.kafka_settings import close_producer, producer_settings
+from monitor.kafka.settings import close_producer, producer_settings
 
 log = logging.getLogger(__name__)
 

@@ -125,7 +125,7 @@ def read_alerts_topic(kafka: KafkaConfig, *, timeout_seconds: float = 60.0) -> t
     consumer is disturbed. A topic that does not exist is waited for 10 s at most."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from monitor.stream.kafka_settings import consumer_settings
+    from monitor.kafka.settings import consumer_settings
 
     topic = kafka.topics.alerts
     # A person waits at a terminal: a broker that does not answer is said so in seconds, not 30.

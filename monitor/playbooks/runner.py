@@ -28,11 +28,11 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.retrain import PlaybookDecision
+from monitor.kafka.settings import close_producer, consumer_settings, producer_settings
+from monitor.kafka.topics import ensure_topics
 from monitor.playbooks.actions import ActionExecutor
 from monitor.playbooks.audit import AuditTrail
 from monitor.playbooks.engine import OnDecision, PlaybookEngine
-from monitor.stream.kafka_settings import close_producer, consumer_settings, producer_settings
-from monitor.stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

@@ -1,2 +1,3 @@
-"""Driftline on Kafka: the embedded broker, client settings per broker profile, topics, and the
-faust worker. Import the submodules you need; this package imports nothing heavy by itself."""
+"""The faust worker: Kafka messages into columnar batches (`intake`), its internal records
+(`records`), input positions (`positions`) and the app (`worker`). Kafka settings, topics and
+the embedded broker are in `monitor.kafka`."""

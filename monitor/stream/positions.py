@@ -32,7 +32,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
-from monitor.stream.topics import POSITIONS_TABLE
+from monitor.kafka.topics import POSITIONS_TABLE
 
 log = logging.getLogger(__name__)
 

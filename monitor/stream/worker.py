@@ -51,10 +51,17 @@ from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterSource
 from monitor.evaluation.join import JoinedOutcome, JoinStore
+from monitor.kafka.settings import faust_settings
+from monitor.kafka.topics import (
+    JOIN_STATE_TABLE,
+    MODEL_STATE_TABLE,
+    POSITIONS_TABLE,
+    ensure_topics,
+    internal_topics,
+)
 from monitor.monitoring.fleet import ModelMonitor, RaisedAlert
 from monitor.observability.metrics import DriftlineMetrics
 from monitor.stream.intake import Refused, new_events, read_outcomes, read_predictions
-from monitor.stream.kafka_settings import faust_settings
 from monitor.stream.positions import InputSequence, PositionedConsumer, Verdict, position_records
 from monitor.stream.records import (
     decode_join_input,
@@ -67,13 +74,6 @@ from monitor.stream.records import (
     outcome_items,
     partition_for,
     prediction_items,
-)
-from monitor.stream.topics import (
-    JOIN_STATE_TABLE,
-    MODEL_STATE_TABLE,
-    POSITIONS_TABLE,
-    ensure_topics,
-    internal_topics,
 )
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from monitor.client import DriftlinePublisher
 from monitor.contracts.config import KafkaConfig
-from monitor.stream.kafka_settings import (
+from monitor.kafka.settings import (
     EMBEDDED_FAUST,
     admin_settings,
     consumer_settings,
@@ -25,7 +25,7 @@ from monitor.stream.kafka_settings import (
     producer_settings,
     ssl_context,
 )
-from monitor.stream.topics import ensure_topics
+from monitor.kafka.topics import ensure_topics
 
 NO_CONNECT = {"api_version": (3, 9)}
 

@@ -16,8 +16,8 @@ from monitor.contracts.deadletter import DeadLetterReason
 from monitor.contracts.envelope import EventEnvelope, unpack
 from monitor.contracts.limits import EventLimits
 from monitor.contracts.validation import decode_outcome, decode_prediction
-from monitor.stream.kafka_settings import consumer_settings
-from monitor.stream.topics import ensure_topics
+from monitor.kafka.settings import consumer_settings
+from monitor.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.broker
 
@@ -172,7 +172,7 @@ def test_nan_features_travel_as_missing(kafka_config):
 @pytest.fixture
 def stoppable_broker():
     """A broker of the test's own, to stop while a producer still holds records."""
-    from monitor.stream.broker import EmbeddedBroker
+    from monitor.kafka.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(stop_timeout=0.5).start()  # it lingers on SIGTERM while clients are connected
     try:
@@ -217,7 +217,7 @@ def test_closing_with_the_broker_gone_drops_what_it_holds_and_leaks_nothing(stop
 def test_close_producer_closes_for_good_after_a_timeout(stoppable_broker):
     from kafka import KafkaProducer
 
-    from monitor.stream.kafka_settings import close_producer
+    from monitor.kafka.settings import close_producer
 
     holder = {"producer": KafkaProducer(bootstrap_servers=stoppable_broker.bootstrap_servers, retries=1000)}
     producer = holder["producer"]

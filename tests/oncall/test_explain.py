@@ -303,8 +303,8 @@ def test_page_renders_in_headless_chromium(records, tmp_path, kind, feature, det
 def test_explain_reads_the_alerts_topic(records, kafka_config, tmp_path):
     from kafka import KafkaProducer
 
-    from monitor.stream.kafka_settings import producer_settings
-    from monitor.stream.topics import ensure_topics
+    from monitor.kafka.settings import producer_settings
+    from monitor.kafka.topics import ensure_topics
 
     ensure_topics(kafka_config)
     canary = [r.alert for r in records if r.alert.kind == "canary_regression"]

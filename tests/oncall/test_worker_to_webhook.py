@@ -28,8 +28,8 @@ from worker_support import log_tail, metrics_port, start_worker, stop_worker
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert, AlertKind, AlertStatus
 from monitor.contracts.config import AlertingConfig, KafkaConfig
-from monitor.stream.kafka_settings import consumer_settings
-from monitor.stream.topics import ensure_topics
+from monitor.kafka.settings import consumer_settings
+from monitor.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.broker
 

@@ -19,10 +19,10 @@ from playbook_support import LoopbackServer, make_alert
 
 from monitor.contracts.config import KafkaConfig, MonitorConfig
 from monitor.contracts.retrain import Approval, Outcome, PlaybookDecision, RetrainRequest
+from monitor.kafka.settings import consumer_settings, producer_settings
+from monitor.kafka.topics import ensure_topics
 from monitor.playbooks.audit import AuditTrail
 from monitor.playbooks.runner import PlaybookRunner
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
-from monitor.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.broker
 
@@ -208,7 +208,7 @@ def test_a_storm_of_1000_alerts_acts_no_more_than_the_rate_limit(tmp_path, kafka
 def test_the_runner_survives_a_broker_restart(tmp_path):
     """Own embedded broker, stopped and started again on the same port (empty, as it loses
     everything): the runner keeps running and acts on an alert sent after the restart."""
-    from monitor.stream.broker import EmbeddedBroker
+    from monitor.kafka.broker import EmbeddedBroker
 
     broker = EmbeddedBroker().start()
     try:

@@ -30,9 +30,9 @@ from worker_support import log_tail, start_worker, stop_worker
 
 from monitor.contracts.config import KafkaConfig
 from monitor.evaluation.join import COUNTERS as JOIN_COUNTERS
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.kafka.settings import consumer_settings, producer_settings
+from monitor.kafka.topics import JOIN_STATE_TABLE, MODEL_STATE_TABLE, changelog_topic
 from monitor.stream.records import decode_join_input, decode_state, partition_for
-from monitor.stream.topics import JOIN_STATE_TABLE, MODEL_STATE_TABLE, changelog_topic
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 LABEL_DELAY = timedelta(minutes=1)

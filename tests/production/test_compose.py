@@ -239,8 +239,8 @@ def test_the_stacks_kafka_image_round_trips_a_prediction():
     from monitor.client.publisher import DriftlinePublisher
     from monitor.contracts.config import KafkaConfig
     from monitor.contracts.validation import decode_prediction
-    from monitor.stream.kafka_settings import consumer_settings
-    from monitor.stream.topics import ensure_topics
+    from monitor.kafka.settings import consumer_settings
+    from monitor.kafka.topics import ensure_topics
 
     container = _apache_kafka_container(KAFKA_IMAGE)
     container.start(timeout=120)

@@ -32,9 +32,9 @@ from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterReason
 from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.contracts.validation import InvalidEvent, decode_any, decode_outcome, decode_prediction
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.kafka.settings import consumer_settings, producer_settings
+from monitor.kafka.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 from monitor.stream.records import decode_state
-from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"

@@ -33,11 +33,11 @@ from worker_support import cpu_contention, log_tail, metrics_port, start_worker,
 
 from monitor.contracts.config import KafkaConfig, MonitorConfig
 from monitor.contracts.retrain import Outcome, PlaybookDecision
+from monitor.kafka.broker import EmbeddedBroker
+from monitor.kafka.settings import consumer_settings
+from monitor.kafka.topics import POSITIONS_TABLE, changelog_topic, ensure_topics
 from monitor.playbooks.runner import PlaybookRunner
-from monitor.stream.broker import EmbeddedBroker
-from monitor.stream.kafka_settings import consumer_settings
 from monitor.stream.records import partition_for
-from monitor.stream.topics import POSITIONS_TABLE, changelog_topic, ensure_topics
 
 pytestmark = pytest.mark.broker
 

@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.config import ConfigError, load_config
-from monitor.stream.kafka_settings import admin_settings, consumer_settings, faust_settings, producer_settings
+from monitor.kafka.settings import admin_settings, consumer_settings, faust_settings, producer_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIG = ROOT / "deploy" / "driftline.yaml"

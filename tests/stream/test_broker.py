@@ -14,9 +14,9 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 
 from monitor.contracts.config import KafkaConfig
-from monitor.stream.broker import BrokerError, EmbeddedBroker, free_port, tansu_binary
-from monitor.stream.kafka_settings import admin_settings, consumer_settings
-from monitor.stream.topics import TopicError, ensure_topics, internal_topics, topic_names
+from monitor.kafka.broker import BrokerError, EmbeddedBroker, free_port, tansu_binary
+from monitor.kafka.settings import admin_settings, consumer_settings
+from monitor.kafka.topics import TopicError, ensure_topics, internal_topics, topic_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ def test_run_broker_prints_the_address_and_stops_on_a_signal(stop_signal):
         [
             sys.executable,
             "-c",
-            f"import sys; from monitor.stream.broker import run_broker; sys.exit(run_broker({port}))",
+            f"import sys; from monitor.kafka.broker import run_broker; sys.exit(run_broker({port}))",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 from worker_support import log_tail, metric, start_worker, stop_worker
 
-from monitor.stream.topics import ensure_topics
+from monitor.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.broker
 

@@ -17,9 +17,9 @@ from kafka import KafkaProducer
 from monitor.contracts.batch import columns_of
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.events import PredictionEvent
+from monitor.kafka.settings import producer_settings
+from monitor.kafka.topics import ensure_topics
 from monitor.monitoring.fleet import FleetMonitor
-from monitor.stream.kafka_settings import producer_settings
-from monitor.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.broker
 

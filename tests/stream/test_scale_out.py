@@ -18,9 +18,9 @@ from worker_support import log_tail, metrics_port, start_worker, stop_worker
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import KafkaConfig
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.kafka.settings import consumer_settings, producer_settings
+from monitor.kafka.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 from monitor.stream.records import decode_state, partition_for
-from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 pytestmark = pytest.mark.broker
 

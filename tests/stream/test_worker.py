@@ -27,9 +27,9 @@ from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.kafka.settings import consumer_settings, producer_settings
+from monitor.kafka.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 from monitor.stream.records import decode_state
-from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud-scorer"
@@ -287,7 +287,7 @@ DRAIN_APP = """
 import os
 import faust
 from monitor.contracts.config import load_config
-from monitor.stream.kafka_settings import faust_settings
+from monitor.kafka.settings import faust_settings
 kafka = load_config(os.environ["DRAIN_CONFIG"]).kafka
 app = faust.App(kafka.consumer_group, **faust_settings(kafka), web_enabled=False, autodiscover=False,
                 consumer_auto_offset_reset="earliest", broker_commit_interval=0.5)

@@ -19,9 +19,9 @@ from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert, AlertKind
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter
-from monitor.stream.kafka_settings import consumer_settings, producer_settings
+from monitor.kafka.settings import consumer_settings, producer_settings
+from monitor.kafka.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 from monitor.stream.records import decode_state
-from monitor.stream.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 
 pytestmark = pytest.mark.broker
 

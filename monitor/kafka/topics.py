@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError, for_code
 
 from monitor.contracts.config import KafkaConfig
-from monitor.stream.kafka_settings import admin_settings
+from monitor.kafka.settings import admin_settings
 
 log = logging.getLogger(__name__)
 

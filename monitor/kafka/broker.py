@@ -5,7 +5,7 @@ storage, ready in milliseconds, stopped with SIGTERM. It speaks the Kafka protoc
 for kafka-python and faust, with the differences listed in BROKER.md (short session timeouts
 needed, `latest` offsets can be wrong, no exactly-once for aiokafka, a restart loses
 everything). Production runs Apache Kafka; clients pick their settings from the broker
-profile (`monitor.stream.kafka_settings`).
+profile (`monitor.kafka.settings`).
 
     with EmbeddedBroker() as broker:          # a free loopback port
         publisher = DriftlinePublisher(bootstrap_servers=broker.bootstrap_servers)
