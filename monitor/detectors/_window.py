@@ -26,6 +26,11 @@ from monitor.detectors.base import TestResult, WindowTest
 MIN_WINDOW = 10
 """A window with fewer values is not judged (drifted=False, score NaN)."""
 
+_GRID_MIN_EDGES = 16
+_GRID_CELLS_PER_EDGE = 4
+_GRID_MAX_SHARED = 4
+"""`NumericBinnedTest._grid`: edges it takes at least, grid cells per edge, most edges in one cell."""
+
 
 def effective_size(n: float, reference_size: float) -> float:
     """Sample size of a two-sample comparison of n values with a reference of N."""
@@ -174,6 +179,7 @@ class NumericBinnedTest(BinnedWindowTest):
         self.n_bins = n_bins
         self.edges = np.zeros(0)
         self.low = self.high = self.sd = 0.0
+        self._lookup: tuple[float, float, np.ndarray, int] | bool | None = None
 
     def _learn(self, reference: np.ndarray, context: dict[str, Any]) -> np.ndarray:
         ref = np.asarray(reference, dtype=float).ravel()
@@ -182,13 +188,52 @@ class NumericBinnedTest(BinnedWindowTest):
             raise ValueError(f"{self.name}: the reference needs at least 50 values, got {len(ref)}")
         quantiles = np.quantile(ref, np.arange(1, self.n_bins) / self.n_bins)
         self.edges = np.unique(quantiles)
+        self._lookup = None
         self.n_bins_fitted = len(self.edges) + 1
         self.low, self.high, self.sd = float(ref.min()), float(ref.max()), float(ref.std())
         self.reference_counts = np.bincount(self._codes(ref), minlength=self.n_bins_fitted).astype(float)
         return ref
 
     def _codes(self, values: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.edges, values, side="right")
+        """Bin of each value: how many edges are at or below it (`searchsorted(side="right")`)."""
+        values = np.asarray(values, dtype=float)
+        grid = self._grid()
+        if grid is None or values.ndim != 1 or not np.isfinite(values).all():
+            return np.searchsorted(self.edges, values, side="right")
+        low, scale, first, shared = grid
+        last = len(self.edges) - 1
+        # clipped to the edges' range first (monotone too): no overflow, every cell in the grid
+        cell = np.floor((np.clip(values, low, self.edges[last]) - low) * scale).astype(np.intp)
+        np.minimum(cell, len(first) - 2, out=cell)
+        start, stop = first[cell], first[cell + 1]
+        codes = start.copy()
+        for k in range(shared):
+            index = start + k
+            codes += (index < stop) & (self.edges[np.minimum(index, last)] <= values)
+        return codes
+
+    def _grid(self) -> tuple[float, float, np.ndarray, int] | None:
+        """A lookup that bins without a binary search per value (branchy: ~70 ns a value, most
+        of a window test): a uniform grid over the edges' range, each value's cell computed as
+        each edge's is, so an edge in a lower cell is below the value and one in a higher cell
+        above it (the computation is monotone); only the few edges sharing the value's cell are
+        compared. None (binary search) when the edges crowd a cell (extreme tails)."""
+        if self._lookup is None:
+            self._lookup = False
+            edges = self.edges
+            width = float(edges[-1] - edges[0]) if len(edges) >= _GRID_MIN_EDGES else 0.0
+            if width > 0 and math.isfinite(width):
+                cells = _GRID_CELLS_PER_EDGE * len(edges)
+                scale = cells / width
+                if math.isfinite(scale):
+                    low = float(edges[0])
+                    cell = np.floor((np.clip(edges, low, edges[-1]) - low) * scale).astype(np.intp)
+                    np.minimum(cell, cells - 1, out=cell)
+                    first = np.searchsorted(cell, np.arange(cells + 1), side="left")
+                    shared = int(np.diff(first).max())
+                    if shared <= _GRID_MAX_SHARED:
+                        self._lookup = (low, scale, first, shared)
+        return self._lookup or None
 
     def _statistic(self, window: np.ndarray) -> tuple[float, int, dict[str, Any]]:
         values = np.asarray(window, dtype=float).ravel()
@@ -210,6 +255,7 @@ class NumericBinnedTest(BinnedWindowTest):
 
     def _load_profile(self, state: dict[str, Any]) -> None:
         self.edges = np.asarray(state["edges"], dtype=float)
+        self._lookup = None
         self.n_bins_fitted = len(self.edges) + 1
         self.reference_counts = np.asarray(state["reference_counts"], dtype=float)
         self.low, self.high, self.sd = float(state["low"]), float(state["high"]), float(state["sd"])
