@@ -25,7 +25,7 @@ import math
 import operator
 from array import array as FloatArray
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -512,7 +512,7 @@ class DriftMonitor:
                 at = _time(batch.timestamps[segment.closes_at])
                 offset = int(batch.positions[segment.closes_at])
                 for _ in segment.closed:
-                    findings += [replace(finding, offset=offset) for finding in self._close_window(at)]
+                    findings += self._close_window(at, offset)
                     self.closed_windows.append((at, offset, warm + segment.closes_at + 1))
         return findings
 
@@ -523,7 +523,7 @@ class DriftMonitor:
         findings: list[Finding] = []
         for _ in self.clock.advance_to(at.timestamp()):
             if self.reference is not None:
-                findings += [replace(finding, offset=offset) for finding in self._close_window(at)]
+                findings += self._close_window(at, offset)
                 self.closed_windows.append((at, offset, 0))
         return findings
 
@@ -691,20 +691,21 @@ class DriftMonitor:
             return numeric_change(reference, feature.stats)
         return categorical_change(reference, feature.stats)  # type: ignore[arg-type]
 
-    def _close_window(self, at: datetime) -> list[Finding]:
+    def _close_window(self, at: datetime, offset: int | None = None) -> list[Finding]:
+        """The open window's findings; `offset`: the input position of the event that closed it."""
         findings: list[Finding] = []
         for feature in self.features.values():
-            findings += self._close_feature(feature, at)
+            findings += self._close_feature(feature, at, offset)
         if self.multivariate:
-            findings += self._close_multivariate(at)
+            findings += self._close_multivariate(at, offset)
         self._open_window()
         return findings
 
-    def _close_feature(self, feature: FeatureMonitor, at: datetime) -> list[Finding]:
+    def _close_feature(self, feature: FeatureMonitor, at: datetime, offset: int | None) -> list[Finding]:
         stats = feature.stats
         assert stats is not None
         findings: list[Finding] = []
-        quality = self._data_quality(feature)
+        quality = self._data_quality(feature, offset)
         if feature.name != PREDICTION:
             findings.append(quality)
         drifted = feature.alarmed
@@ -739,10 +740,13 @@ class DriftMonitor:
                             ),
                             summary=f"{self.model.model_id}: {describe(change, self._subject(feature))}; "
                             f"{test.name} = {result.score:.3g} over its threshold {result.threshold:.3g}",
+                            offset=offset,
                         )
                     )
         if not drifted:
-            findings.append(Finding(feature.kind, self.model.model_id, feature.alert_feature, None, False, at))
+            findings.append(
+                Finding(feature.kind, self.model.model_id, feature.alert_feature, None, False, at, offset=offset)
+            )
         return findings
 
     def _distributions(self, feature: FeatureMonitor) -> dict[str, Any]:
@@ -752,7 +756,7 @@ class DriftMonitor:
         current = feature.stats.summary()
         return {f"reference_{k}": v for k, v in reference.items()} | {f"current_{k}": v for k, v in current.items()}
 
-    def _data_quality(self, feature: FeatureMonitor) -> Finding:
+    def _data_quality(self, feature: FeatureMonitor, offset: int | None = None) -> Finding:
         """Rules, not statistics: each rate against its configured bound."""
         stats = feature.stats
         assert stats is not None and self.reference is not None
@@ -776,7 +780,7 @@ class DriftMonitor:
             for name, value, _ in checks:
                 _remember(feature.history, f"data_quality.{name}", at, value)
         if not failing or stats.count < self.model.window.min_events:  # type: ignore[union-attr]
-            return Finding(AlertKind.data_quality, self.model.model_id, feature.name, None, False, at)
+            return Finding(AlertKind.data_quality, self.model.model_id, feature.name, None, False, at, offset=offset)
         rule, value, bound = max(failing, key=lambda item: item[1] - item[2])
         evidence = Evidence(
             detector=f"data_quality.{rule}",
@@ -804,9 +808,10 @@ class DriftMonitor:
             evidence=evidence,
             summary=f"{self.model.model_id}: feature {feature.name!r} {rule.replace('_', ' ')} is {value:.3g}, "
             f"over its bound {bound:.3g}",
+            offset=offset,
         )
 
-    def _close_multivariate(self, at: datetime) -> list[Finding]:
+    def _close_multivariate(self, at: datetime, offset: int | None) -> list[Finding]:
         width = len(self.multivariate_names)
         rows = self.multivariate_sample.values()
         findings = []
@@ -838,10 +843,13 @@ class DriftMonitor:
                             summary=f"{self.model.model_id}: the joint distribution of its {width} numeric features "
                             f"changed, {_most_moved(moved)}; {test.name} = {result.score:.3g} over its threshold "
                             f"{result.threshold:.3g}",
+                            offset=offset,
                         )
                     )
         if not drifted:
-            findings.append(Finding(AlertKind.multivariate_drift, self.model.model_id, None, None, False, at))
+            findings.append(
+                Finding(AlertKind.multivariate_drift, self.model.model_id, None, None, False, at, offset=offset)
+            )
         return findings
 
     def _features_moved(self, top: int = 3) -> list[list[Any]]:
