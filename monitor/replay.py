@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -69,10 +69,10 @@ class _Lines:
 def _batches(handles: Sequence[BinaryIO]) -> Iterator[_Lines]:
     """The inputs' lines, `BATCH_LINES` at a time; several inputs are merged by timestamp."""
     if len(handles) == 1:
-        numbered: Iterator[tuple[bytes, int, int]] = ((raw, 0, n) for n, raw in enumerate(handles[0]))
-    else:
-        streams = [((raw, i, n) for n, raw in enumerate(handle)) for i, handle in enumerate(handles)]
-        numbered = heapq.merge(*streams, key=_timestamp_key)
+        yield from _one_input(handles[0])
+        return
+    streams = [_numbered(handle, i) for i, handle in enumerate(handles)]
+    numbered = heapq.merge(*streams, key=_timestamp_key)
     while chunk := list(islice(numbered, BATCH_LINES)):
         raws, files, numbers = zip(*chunk, strict=True)
         size = sum(map(len, raws))
@@ -81,6 +81,26 @@ def _batches(handles: Sequence[BinaryIO]) -> Iterator[_Lines]:
         if len(kept) < len(raws):
             raws, files, numbers = ([column[i] for i in kept] for column in (raws, files, numbers))
         yield _Lines(list(raws), list(numbers), list(files), len(chunk), size)
+
+
+def _numbered(handle: BinaryIO, file: int) -> Iterator[tuple[bytes, int, int]]:
+    """(line, file, line number) of one input (a function, so each stream keeps its own `file`)."""
+    return ((raw, file, n) for n, raw in enumerate(handle))
+
+
+def _one_input(handle: BinaryIO) -> Iterator[_Lines]:
+    """`_batches` of one input, the work per batch in C where it can be (no tuple per line)."""
+    start = 0
+    while chunk := list(islice(handle, BATCH_LINES)):
+        size = sum(map(len, chunk))
+        raws = list(map(bytes.rstrip, chunk, repeat(b"\r\n")))
+        numbers = list(range(start, start + len(chunk)))
+        start += len(chunk)
+        if not all(map(bytes.startswith, raws, repeat(b"{"))):  # some line may be blank: skipped, not dead letters
+            kept = [i for i, raw in enumerate(raws) if raw.strip()]
+            if len(kept) < len(raws):
+                raws, numbers = [raws[i] for i in kept], [numbers[i] for i in kept]
+        yield _Lines(raws, numbers, [0] * len(raws), len(chunk), size)
 
 
 def _timestamp_key(line: tuple[bytes, int, int]) -> str:

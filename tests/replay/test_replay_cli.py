@@ -193,3 +193,35 @@ def test_the_window_report_has_counts_realised_and_estimated_metrics_and_drift_s
     assert len(estimated) >= len(closed) - 2
     for row in estimated:
         assert abs(row["estimated_accuracy"] - row["accuracy"]) < 0.1
+
+
+def test_each_of_two_inputs_is_named_for_its_own_lines(tmp_path):
+    """Lines keep their own file: a dead letter of the first input names the first input, and
+    the alert of a problem planted in the second names the second (with its line number)."""
+    lines = [prediction(i) for i in range(0, 400, 2)]
+    first = write_lines(tmp_path / "first.jsonl", [*lines[:50], b"{not json", *lines[50:]])
+    second = write_lines(
+        tmp_path / "second.jsonl", [prediction(i, x=None) if i > 300 else prediction(i) for i in range(1, 400, 2)]
+    )
+    config = write_lines(
+        tmp_path / "c.yaml",
+        [QUALITY_ONLY.encode(), b"reference: {warmup_events: 100}", b"window: {size_events: 100, min_events: 50}"],
+    )
+    alerts_path = tmp_path / "alerts.jsonl"
+    result = driftline(
+        "replay",
+        "--config",
+        str(config),
+        "--input",
+        str(first),
+        "--input",
+        str(second),
+        "--alerts-out",
+        str(alerts_path),
+    )
+    assert result.returncode == 0, result.stderr
+    dead = [json.loads(line) for line in (tmp_path / "alerts.dead-letters.jsonl").read_text().splitlines()]
+    assert [(d["source"]["file"], d["source"]["line"]) for d in dead] == [(str(first), 50)]
+    alerts = [json.loads(line) for line in alerts_path.read_text().splitlines()]
+    assert len(alerts) == 1 and alerts[0]["input"] == str(second)
+    assert alerts[0]["detected_at_offset"] > 150
