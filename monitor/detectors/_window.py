@@ -99,6 +99,10 @@ class CalibratedWindowTest(WindowTest):
         if not math.isfinite(self.threshold):
             raise RuntimeError(f"{self.name}: call fit(reference, ...) before test")
         score, n, details = self._statistic(window)
+        return self._result(score, n, details)
+
+    def _result(self, score: float, n: int, details: dict[str, Any]) -> TestResult:
+        """The decision on a window whose statistic is `score` over `n` values."""
         details = {"n": n, **details}
         if n < MIN_WINDOW:
             return TestResult(float("nan"), self.threshold, False, {**details, "reason": "too few values"})
@@ -156,6 +160,9 @@ class BinnedWindowTest(CalibratedWindowTest):
 
     n_bins_fitted: int = 0
     reference_counts: np.ndarray
+    rows_apart: bool = False
+    """`_compare` gives each row what it gives that row alone (no matrix product), and uses no
+    parameter of its own: windows of several tests of the class can be compared at once."""
 
     def _null_statistics(self, reference: np.ndarray, boot: calibration.Bootstrap, window_size: int) -> np.ndarray:
         codes = self._codes(reference)
@@ -306,3 +313,67 @@ class CategoryCountTest(BinnedWindowTest):
     def _load_profile(self, state: dict[str, Any]) -> None:
         self.n_categories = self.n_bins_fitted = int(state["n_categories"])
         self.reference_counts = np.asarray(state["reference_counts"], dtype=float)
+
+
+def test_windows(tests: list[WindowTest], windows: list[np.ndarray]) -> list[TestResult]:
+    """`test.test(window)` for each pair, the numeric binned tests of one class and bin count
+    whose windows are all finite and of one size binned and compared together (a window close
+    tests every numeric feature: one set of numpy calls instead of one per feature). The same
+    operations on the same numbers, row by row, as each test alone
+    (`tests/detectors/test_binned_codes.py` holds them to it)."""
+    results: list[TestResult | None] = [None] * len(tests)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, (test, window) in enumerate(zip(tests, windows, strict=True)):
+        if (
+            isinstance(test, NumericBinnedTest)
+            and test.rows_apart
+            and math.isfinite(test.threshold)
+            and test._grid() is not None
+            and isinstance(window, np.ndarray)
+            and window.ndim == 1
+            and window.dtype == np.float64
+            and len(window) >= MIN_WINDOW
+        ):
+            groups.setdefault((type(test), test.n_bins_fitted, len(window)), []).append(i)
+        else:
+            results[i] = test.test(window)
+    for (_, bins, _), members in groups.items():
+        values = np.stack([windows[i] for i in members])
+        finite = np.isfinite(values).all(axis=1)
+        for i in (member for member, ok in zip(members, finite, strict=True) if not ok):
+            results[i] = tests[i].test(windows[i])
+        members = [member for member, ok in zip(members, finite, strict=True) if ok]
+        if not members:
+            continue
+        group = [tests[i] for i in members]
+        codes = _codes_together(group, values[finite])  # type: ignore[arg-type]
+        rows = len(members)
+        flat = (codes + (np.arange(rows) * bins)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=rows * bins).reshape(rows, bins).astype(float)
+        reference = np.stack([test.reference_counts for test in group])  # type: ignore[attr-defined]
+        scores = group[0]._compare(counts, reference)  # type: ignore[attr-defined]
+        n = values.shape[1]
+        for i, test, score in zip(members, group, scores, strict=True):
+            results[i] = test._result(float(score), n, {})  # type: ignore[attr-defined]
+    return results  # type: ignore[return-value]
+
+
+def _codes_together(tests: list[NumericBinnedTest], values: np.ndarray) -> np.ndarray:
+    """`test._codes(row)` for each test and row of `values` (every value finite, every test with
+    a grid of as many cells): `_codes`' grid lookup with the tests' parameters as columns."""
+    grids = [test._grid() for test in tests]
+    low = np.array([[grid[0]] for grid in grids])  # type: ignore[index]
+    scale = np.array([[grid[1]] for grid in grids])  # type: ignore[index]
+    first = np.stack([grid[2] for grid in grids])  # type: ignore[index]
+    shared = max(grid[3] for grid in grids)  # type: ignore[index]
+    edges = np.stack([test.edges for test in tests])
+    last = edges.shape[1] - 1
+    cell = np.floor((np.clip(values, low, edges[:, [last]]) - low) * scale).astype(np.intp)
+    np.minimum(cell, first.shape[1] - 2, out=cell)
+    start = np.take_along_axis(first, cell, axis=1)
+    stop = np.take_along_axis(first, cell + 1, axis=1)
+    codes = start.copy()
+    for k in range(shared):
+        index = start + k
+        codes += (index < stop) & (np.take_along_axis(edges, np.minimum(index, last), axis=1) <= values)
+    return codes

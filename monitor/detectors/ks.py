@@ -29,6 +29,7 @@ class KS(NumericBinnedTest):
 
     name = "ks"
     accepts = frozenset({DataKind.numeric})
+    rows_apart = True
     spread_power = 0.5
 
     def __init__(self, n_bins: int = 200):

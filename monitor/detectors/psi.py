@@ -35,6 +35,7 @@ class PSI(NumericBinnedTest):
 
     name = "psi"
     accepts = frozenset({DataKind.numeric})
+    rows_apart = True
     spread_power = 1.0
 
     def __init__(self, n_bins: int = 10):

@@ -41,6 +41,7 @@ from monitor.core.reference import PREDICTION, ReferenceBuilder, ReferenceProfil
 from monitor.core.windows import WindowClock
 from monitor.detectors import registry
 from monitor.detectors._common import update_together
+from monitor.detectors._window import test_windows
 from monitor.detectors.base import Detector, SequentialDetector, TestResult, WindowTest
 from monitor.monitoring.change import (
     SHIFTED_SD,
@@ -694,14 +695,33 @@ class DriftMonitor:
     def _close_window(self, at: datetime, offset: int | None = None) -> list[Finding]:
         """The open window's findings; `offset`: the input position of the event that closed it."""
         findings: list[Finding] = []
+        tested = self._window_tests()
         for feature in self.features.values():
-            findings += self._close_feature(feature, at, offset)
+            findings += self._close_feature(feature, at, offset, tested)
         if self.multivariate:
             findings += self._close_multivariate(at, offset)
         self._open_window()
         return findings
 
-    def _close_feature(self, feature: FeatureMonitor, at: datetime, offset: int | None) -> list[Finding]:
+    def _window_tests(self) -> dict[tuple[str, int], TestResult]:
+        """(feature, index of its test) -> the test on the open window, for every feature with
+        enough events, the numeric ones binned and compared together (`test_windows`). Tests
+        change nothing; a feature whose data quality fails does not use its results."""
+        keys: list[tuple[str, int]] = []
+        tests: list[WindowTest] = []
+        windows: list[np.ndarray] = []
+        for name, feature in self.features.items():
+            if feature.tests and feature.stats.count >= self.model.window.min_events:  # type: ignore[union-attr]
+                values = feature.sample.values()
+                for j, test in enumerate(feature.tests):
+                    keys.append((name, j))
+                    tests.append(test)
+                    windows.append(values)
+        return dict(zip(keys, test_windows(tests, windows), strict=True))
+
+    def _close_feature(
+        self, feature: FeatureMonitor, at: datetime, offset: int | None, tested: dict[tuple[str, int], TestResult]
+    ) -> list[Finding]:
         stats = feature.stats
         assert stats is not None
         findings: list[Finding] = []
@@ -713,9 +733,8 @@ class DriftMonitor:
         for detector in feature.sequential:
             _remember(feature.history, detector.name, end, max(feature.peaks.get(detector.name, 0.0), detector.score))
         if stats.count >= self.model.window.min_events and not quality.active:  # type: ignore[union-attr]
-            values = feature.sample.values()
-            for test in feature.tests:
-                result = test.test(values)
+            for j, test in enumerate(feature.tests):
+                result = tested[feature.name, j]
                 _remember(feature.history, test.name, end, result.score)
                 if result.drifted:
                     drifted = True

@@ -45,3 +45,31 @@ def test_grid_bins_are_searchsorted_bins(test_class, reference):
 def test_the_grid_serves_the_usual_reference():
     test = KS().fit(np.random.default_rng(0).normal(size=5000), run_length=1e6, window_size=1000)
     assert test._grid() is not None
+
+
+def test_windows_tested_together_decide_as_each_test_alone():
+    """`test_windows` (the numeric tests of a window close binned and compared together) against
+    `test.test` one by one: the same results, bit for bit, drifted windows, NaN, other sizes and
+    other tests among them."""
+    from monitor.detectors._window import test_windows
+    from monitor.detectors.chi_square import ChiSquare
+
+    rng = np.random.default_rng(7)
+    tests, windows = [], []
+    for i in range(30):
+        kind = [KS, PSI, Wasserstein][i % 3]
+        test = kind().fit(rng.normal(size=3000) * (i + 1), run_length=1e5, window_size=1000, seed=i)
+        window = rng.normal(0.3 if i % 4 == 0 else 0.0, 1.0, 1000) * (i + 1)
+        if i % 7 == 0:
+            window[3] = np.nan
+        if i % 11 == 0:
+            window = window[:700]
+        tests.append(test)
+        windows.append(window)
+    categories = ChiSquare().fit(rng.integers(0, 4, 3000), run_length=1e5, window_size=1000, n_categories=5)
+    tests.append(categories)
+    windows.append(rng.integers(0, 5, 1000))
+    together = test_windows(tests, windows)
+    alone = [test.test(window) for test, window in zip(tests, windows, strict=True)]
+    assert together == alone
+    assert any(result.drifted for result in alone) and not all(result.drifted for result in alone)
