@@ -21,11 +21,12 @@ known in advance. The components share the budget equally (each is calibrated to
 reaches its limit, and the alarm names the component furthest past its limit as the rise that
 fits best (`best_fit_odds_ratio`, `best_fit_error_rate`). Measured at run length 6e6 (drift-bench's
 error check), 5,000-outcome references, 8-10 seeds: against the single ratio 1.5, [1.5, 2.5, 4.5]
-finds odds x3 rises 2-3x sooner (0.10 -> 0.25: 232 -> 127 outcomes; 0.02 -> 0.058: 1,677 -> 564),
-odds x6-x20 rises 3-5x sooner, and rises of odds x1.25-1.6 5-20% later (the budget's share); on
-drift-bench's error family (0.10 -> 0.12, 0.15, 0.20 and ramps) it is 6% later, 2,733 against
-2,582 outcomes. Below odds x1.5 a 5,000-outcome reference is the limit, not the grid: its
-baseline's own error (+-4% of 10%) makes a component for x1.25 need a limit of ~27 instead of ~10.
+finds odds x3 rises 1.4-3x sooner (0.10 -> 0.25: 232 -> 127 outcomes; 0.02 -> 0.058: 1,677 -> 564),
+odds x6-x12 rises 2-5x sooner, and rises of odds x1.25-1.5 10-37% later (each component has a
+third of the budget); on drift-bench's error family (0.10 -> 0.12, 0.15, 0.20 and ramps) it is 6%
+later, 2,733 against 2,582 outcomes (bench/results/error-stream-2026-12-06.md). Below odds x1.5
+a 5,000-outcome reference is the limit, not the grid: its baseline's own error (+-4% of 10%)
+makes a CUSUM for x1.2 need a limit of 25 at run length 6e6, where a known baseline needs 10.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
