@@ -14,9 +14,8 @@ Two kinds of rules come out:
   while the core's alert fires) into an Alertmanager alert with the series' labels (kind, model,
   feature, slice, severity), `pipeline="driftline"`, a summary and a `runbook_url`;
 - pipeline-health rules the core cannot raise about itself (worker down, consumer lag growing,
-  dead-letter rate high, a model's monitor failing, a state too large to save, labels stopped
-  arriving) and `Watchdog`,
-  which always fires.
+  dead-letter rate high, unreadable records skipped, a model's monitor failing, a state too
+  large to save, labels stopped arriving) and `Watchdog`, which always fires.
 
 Every alert carries `pipeline="driftline"`, so `DriftlineWorkerDown` can inhibit the others in
 Alertmanager (see `deploy/alertmanager/alertmanager.yml`).
@@ -184,6 +183,16 @@ def pipeline_rules(base: str) -> list[dict[str, Any]]:
             "{{ $value | humanizePercentage }} of the events reaching Driftline are refused and dead-lettered",
             "More than 5% of input events fail validation: a producer sends a broken schema or values, and the "
             "monitor sees only the valid rest.",
+        ),
+        rule(
+            "DriftlineUnreadableRecords",
+            'sum by (job, source) (increase(driftline_invalid_events_total{reason="unreadable"}[15m])) > 0\n',
+            "0m",
+            "warning",
+            "Driftline skipped Kafka records of {{ $labels.source }} that it could not read",
+            "Records failed the Kafka client's CRC check (corrupt on the broker or written by a faulty "
+            "producer). The worker skipped them and dead-lettered where each was, without their bytes, instead "
+            "of stopping on them.",
         ),
         rule(
             "DriftlineModelFailing",

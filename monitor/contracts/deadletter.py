@@ -26,6 +26,9 @@ class DeadLetterReason(StrEnum):
     """A field is missing, has the wrong type or an invalid value."""
     limit = "limit"
     """Within the size limit but over another limit (features, string length, timestamp range)."""
+    unreadable = "unreadable"
+    """The Kafka record could not be read (its batch failed the CRC check): skipped, with no
+    bytes kept; `source` says where it is in the log."""
 
 
 class DeadLetterSource(BaseModel):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import CorruptRecordException
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
 from monitor.kafka.topics import POSITIONS_TABLE
@@ -100,6 +102,7 @@ class InputSequence:
         self._gaps: dict[Partition, _Gap] = {}
         self._moved: dict[Partition, float] = {}  # when each partition last took a message or was sought
         self._stall_wait: dict[Partition, float] = {}  # seconds without a message before `stalled` seeks
+        self._skipped: dict[Partition, set[int]] = {}  # offsets that cannot be read, not reached yet
 
     def resume(self, offsets: Mapping[Partition, int], now: float) -> None:
         """The partitions were (re)assigned and sought to `offsets`."""
@@ -112,7 +115,7 @@ class InputSequence:
     def admit(self, partition: Partition, offset: int, now: float) -> Verdict:
         """Whether the message at `offset` of `partition` is the next one; on `Verdict.TAKE` it
         is recorded as taken."""
-        expected = self.next.get(partition)
+        expected = self._expected(partition)
         if expected is None:
             # Before the consumer resumed the partition: faust can deliver from its committed
             # offset, past messages it dropped, and a state that took those would cover the gap.
@@ -147,13 +150,34 @@ class InputSequence:
         self._moved[partition] = now
         return Verdict.TAKE
 
+    def skip(self, partition: Partition, offset: int) -> None:
+        """The message at `offset` cannot be read and was skipped (`PositionedConsumer`): once the
+        partition has taken every message before it, it expects the one after it.
+
+        >>> sequence = InputSequence()
+        >>> sequence.resume({("predictions", 0): 10}, now=0.0)
+        >>> sequence.skip(("predictions", 0), 11)
+        >>> [sequence.admit(("predictions", 0), offset, now=0.0).value for offset in (10, 12)]
+        ['take', 'take']
+        """
+        self._skipped.setdefault(partition, set()).add(offset)
+
+    def _expected(self, partition: Partition) -> int | None:
+        """The next offset of `partition`, past the skipped ones it has reached."""
+        expected = self.next.get(partition)
+        skipped = self._skipped.get(partition)
+        while skipped and expected in skipped:
+            skipped.discard(expected)
+            expected = self.next[partition] = expected + 1
+        return expected
+
     def stalled(self, ends: Mapping[Partition, int], now: float) -> dict[Partition, int]:
         """Partitions whose log end (`ends`) is past their next offset but that took nothing for
         `STALL_SECONDS` (or longer, after stalls that a seek did not end), each with the offset
         to seek it to (and counted as sought now)."""
         found = {}
         for partition, end in ends.items():
-            expected = self.next.get(partition)
+            expected = self._expected(partition)
             wait = self._stall_wait.get(partition, STALL_SECONDS)
             if expected is not None and end > expected and now - self._moved.get(partition, now) >= wait:
                 found[partition] = expected
@@ -167,6 +191,29 @@ class InputSequence:
                     expected,
                 )
         return found
+
+
+CAREFUL_RECORDS = 1000
+"""Records read one at a time per fetch while looking for the one that cannot be read."""
+UNREADABLE = (CorruptRecordException,)
+"""What the Kafka client raises for records it cannot read, naming their partition."""
+_NAMED_PARTITION = re.compile(r"TopicPartition\(topic='([^']*)', partition=(\d+)\)")
+
+
+def unreadable_partition(error: BaseException) -> TopicPartition | None:
+    """The partition an unreadable-record error names (aiokafka names it in the message).
+
+    >>> unreadable_partition(CorruptRecordException("Invalid CRC - TopicPartition(topic='t', partition=1)"))
+    TopicPartition(topic='t', partition=1)
+    """
+    found = _NAMED_PARTITION.search(str(error))
+    return TopicPartition(found[1], int(found[2])) if found else None
+
+
+async def _seek(consumer: Any, tp: TopicPartition, offset: int) -> None:
+    """Move the client's position (in faust's consumer thread) without faust's read offset, which
+    would drop the records handed out below it."""
+    consumer.seek(tp, offset)
 
 
 def position_records(reached: Mapping[Partition, int]) -> dict[str, tuple[int, bytes]]:
@@ -224,6 +271,47 @@ class PositionedConsumer(AIOKafkaConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = _ReadOffsets()
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        """faust's fetch, but a record the client cannot read is skipped, not raised.
+
+        aiokafka raises `CorruptRecordException` for a fetch that holds a batch failing its CRC
+        check (the broker keeps it as written), handing out none of the fetch's records. Raised
+        here, it stopped faust's fetcher and the worker; restarted, the worker fetched the same
+        batch and stopped again. Now the partition is read one record at a time
+        (`_read_up_to_unreadable`) up to the one that cannot be read. An error that names no
+        partition is raised as before: aiokafka's `UnsupportedCodecError` names none, and cannot
+        happen for gzip, snappy, lz4 or zstd (cramjam is a dependency)."""
+        try:
+            return await super()._getmany(active_partitions, timeout)
+        except UNREADABLE as error:
+            tp = unreadable_partition(error)
+            if tp is None:
+                raise
+            return await self._read_up_to_unreadable(tp)
+
+    async def _read_up_to_unreadable(self, tp: TopicPartition) -> dict[TopicPartition, list[Any]]:
+        """The records of `tp` before the first one the client cannot read, fetched one at a time
+        (the client raises for a whole fetch, so this finds the offset that fails). That record
+        is skipped: the consumer goes on after it, `app.input_sequence` takes the gap as no gap,
+        and `app.on_unreadable` counts it and dead-letters where it was (its bytes cannot be had).
+        At most `CAREFUL_RECORDS` records per call: the next fetch fails again and goes on here."""
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+        records: list[Any] = []
+        while len(records) < CAREFUL_RECORDS:
+            try:
+                got = await thread.call_thread(consumer.getmany, tp, timeout_ms=1000, max_records=1)
+            except UNREADABLE as error:
+                offset = await thread.position(tp)
+                await thread.call_thread(_seek, consumer, tp, offset + 1)
+                self.app.input_sequence.skip((tp.topic, tp.partition), offset)
+                await self.app.on_unreadable((tp.topic, tp.partition), offset, error)
+                break
+            if not got:
+                break
+            records += got[tp]
+        return {tp: records} if records else {}
 
     async def seek_back(self, partition: Partition, offset: int) -> None:
         """Seek an input partition back to `offset` (a message faust did not deliver), through

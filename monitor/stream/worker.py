@@ -49,7 +49,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import MonitorConfig
-from monitor.contracts.deadletter import DeadLetter, DeadLetterSource
+from monitor.contracts.deadletter import DeadLetter, DeadLetterReason, DeadLetterSource
 from monitor.evaluation.join import JoinedOutcome, JoinStore
 from monitor.kafka.settings import faust_settings
 from monitor.kafka.topics import (
@@ -313,6 +313,21 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             log.warning("dead letter %s: %s", at, error)
             await dead_letter_topic.send(key=message.key, value=letter.model_dump_json().encode())
 
+    async def on_unreadable(partition: tuple[str, int], offset: int, error: Exception) -> None:
+        """A record the Kafka client cannot read was skipped (`PositionedConsumer._getmany`):
+        count it and dead-letter where it was."""
+        topic, number = partition
+        metrics.invalid_events.labels(source=topic, reason=DeadLetterReason.unreadable.value).inc()
+        runbook = "runbooks/DriftlineUnreadableRecords.md"
+        log.error("%s[%d]@%d cannot be read, skipped (%s): %s", topic, number, offset, runbook, error)
+        letter = DeadLetter.of(
+            b"",
+            DeadLetterSource(topic=topic, partition=number, offset=offset),
+            DeadLetterReason.unreadable,
+            f"the record cannot be read: {error}",
+        )
+        await dead_letter_topic.send(value=letter.model_dump_json().encode())
+
     async def publish(model_id: str, raised: list[RaisedAlert]) -> None:
         for item in raised:
             metrics.observe_alert(item.alert)
@@ -494,6 +509,7 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
             metrics.input_reseeks.labels(topic=partition[0]).inc()
             await app.consumer.seek_back(partition, offset)
 
+    app.on_unreadable = on_unreadable
     app.metrics = metrics
     app.model_states = model_states
     app.join_states = join_states

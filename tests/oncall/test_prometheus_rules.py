@@ -27,6 +27,7 @@ PIPELINE_RULES = {
     "DriftlineWorkerDown",
     "DriftlineConsumerLagGrowing",
     "DriftlineDeadLetterRateHigh",
+    "DriftlineUnreadableRecords",
     "DriftlineModelFailing",
     "DriftlineOutcomesStopped",
     "DriftlineStateTooLarge",

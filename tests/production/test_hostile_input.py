@@ -90,7 +90,8 @@ def test_decoders_refuse_10000_hostile_messages_with_a_reason_and_accept_valid_o
     check()
     assert sum(seen.values()) >= FUZZ_MESSAGES, seen
     assert seen.keys() == HOSTILE_KINDS.keys(), f"kinds never drawn: {HOSTILE_KINDS.keys() - seen.keys()}"
-    assert reasons.keys() == {reason.value for reason in DeadLetterReason}, reasons
+    # every reason a decoder gives (`unreadable` is the Kafka client's: a record with no bytes to decode)
+    assert reasons.keys() == {reason.value for reason in DeadLetterReason} - {"unreadable"}, reasons
     assert valid[0] >= FUZZ_MESSAGES // PER_EXAMPLE
 
 
