@@ -8,9 +8,10 @@ leaves at best:
 * fetch: a kafka-python consumer reads the events from the embedded broker, nothing else;
 * faust: a bare faust app (same settings as the worker) whose one agent takes the events in
   batches of `BATCH_EVENTS` and only counts them: faust's per-message stream under the agents;
-* decode: `decode_prediction` (JSON parse, limits, pydantic) on each event's bytes;
-* core: `ModelMonitor.observe` on the decoded events, in the worker's batches (the events of
-  one batch of `BATCH_EVENTS` grouped by model);
+* decode: `intake.read_predictions` on each batch of `BATCH_EVENTS` messages, as the worker
+  decodes them (envelopes unpacked, the msgspec fast path into columns);
+* core: `ModelMonitor.observe` on the decoded columns, in the worker's batches (the events of
+  one batch grouped by model);
 * state: each model's state encoded once per batch it appears in, as the worker saves it
   (`to_state` + msgpack);
 * worker: `driftline worker` itself (`kafka_throughput.measure_throughput`, one worker), with
@@ -31,9 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from kafka import KafkaConsumer
 from kafka_throughput import (
@@ -46,13 +47,12 @@ from kafka_throughput import (
     publish,
 )
 
-from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import KafkaConfig, MonitorConfig
-from monitor.contracts.validation import decode_prediction
 from monitor.kafka.broker import EmbeddedBroker
 from monitor.kafka.settings import consumer_settings
 from monitor.kafka.topics import ensure_topics
 from monitor.monitoring.fleet import ModelMonitor
+from monitor.stream.intake import read_predictions
 from monitor.stream.records import encode_state
 from monitor.stream.worker import BATCH_EVENTS, BATCH_SECONDS
 
@@ -151,18 +151,16 @@ def measure_faust(kafka: KafkaConfig, n: int, work: Path) -> Layer:
 def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
     config = MonitorConfig()
     n = len(events)
+    messages = [
+        SimpleNamespace(topic="predictions", partition=0, offset=offset, key=key, value=value)
+        for offset, (key, value) in enumerate(events)
+    ]
     started, cpu0 = time.perf_counter(), time.process_time()
-    decoded = [decode_prediction(value) for _, value in events]
+    decoded = [read_predictions(messages[start : start + BATCH_EVENTS]).batch for start in range(0, n, BATCH_EVENTS)]
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
-    decode = Layer("decode", "`decode_prediction` per event", n, seconds, cpu)
-    batches = []
-    for start in range(0, n, BATCH_EVENTS):
-        by_model: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-        for offset in range(start, min(n, start + BATCH_EVENTS)):
-            by_model[decoded[offset].model_id][0].append(decoded[offset])
-            by_model[decoded[offset].model_id][1].append(offset)
-        batches.append(by_model)
-    monitors = {model_id: ModelMonitor(model_id, config) for model_id in {e.model_id for e in decoded}}
+    decode = Layer("decode", f"`read_predictions`, batches of {BATCH_EVENTS} messages", n, seconds, cpu)
+    batches = [{model_id: batch.take(index) for model_id, index in batch.by_model().items()} for batch in decoded]
+    monitors = {model_id: ModelMonitor(model_id, config) for by_model in batches for model_id in by_model}
     spent = {"core": [0.0, 0.0], "state": [0.0, 0.0]}  # wall, CPU seconds
 
     def clock(name: str, started: tuple[float, float]) -> None:
@@ -172,12 +170,12 @@ def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
     saves = 0
     for by_model in batches:  # as the worker does: observe each model of a batch, then save its state
         started = time.perf_counter(), time.process_time()
-        for model_id, (predictions, offsets) in by_model.items():
-            monitors[model_id].observe(PredictionBatch.from_events(predictions, offsets), [], [])
+        for model_id, batch in by_model.items():
+            monitors[model_id].observe(batch, [], [])
         clock("core", started)
         started = time.perf_counter(), time.process_time()
-        for model_id, (_, offsets) in by_model.items():
-            encode_state(monitors[model_id].to_state(), {"0": offsets[-1] + 1})
+        for model_id, batch in by_model.items():
+            encode_state(monitors[model_id].to_state(), {"0": int(batch.positions[-1]) + 1})
         clock("state", started)
         saves += len(by_model)
     core = Layer("core", f"`ModelMonitor.observe`, batches of {BATCH_EVENTS} grouped by model", n, *spent["core"])
