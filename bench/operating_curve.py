@@ -19,7 +19,8 @@ The product runs from `git archive` of `--commit` (HEAD by default) on the proje
 edits made meanwhile in a shared working tree do not leak into a 25-minute run. The peers run
 through drift-bench's `run.py` (accuracy pass only, `--no-throughput`) in their own
 virtualenvs (`BENCH_VENV_ROOT`, default /tmp/benchvenvs); the product passes run one after
-another (`peers_product.py`, one replay process per stream, ~2 min per budget for 71 streams).
+another (`peers_product.py`, one replay process per stream). Measured on 2 shared cores: 2.5-4 min
+per budget for the 71 streams, the five peers ~9 min.
 """
 
 from __future__ import annotations
