@@ -177,13 +177,16 @@ def _after_a_sentinel(
     offset: int,
     log: Path,
     noise_features: int = 0,
+    index: int | None = None,
 ) -> dict:
     """Publish one more prediction of the model (the next, `offset`, of its partition) and return
     the first saved state that covers it. The worker applies a partition in order and saves its
     states only at checkpoints, after what it read before: so a state that covers the sentinel
     has applied everything read before it, and a count is exact, with no sleep standing in for
-    "nothing else happened" (a double count would show in its `events`)."""
-    _publish_predictions(kafka_config, offset, offset + 1, noise_features)
+    "nothing else happened" (a double count would show in its `events`). `index` numbers the
+    sentinel's prediction when offsets do not count events (envelopes)."""
+    first = offset if index is None else index
+    _publish_predictions(kafka_config, first, first + 1, noise_features)
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline and worker.poll() is None:
         state = _latest_state(consumer, states).get(MODEL)
@@ -195,11 +198,14 @@ def _after_a_sentinel(
     )
 
 
-def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_config):
+@pytest.mark.parametrize("batch_events", [1, 50], ids=["one-event-per-message", "envelopes-of-50"])
+def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_config, batch_events):
     """SIGKILL after a first half, restart, second half: the state recovered from the changelog
-    has counted each event exactly once, whatever the consumer group had committed. 100
-    features and a warm-up longer than the run make the state records larger than 1 MB
+    has counted each event exactly once, whatever the consumer group had committed, whether
+    each message holds one event or a batch envelope (a replayed envelope is skipped whole).
+    100 features and a warm-up longer than the run make the state records larger than 1 MB
     (Kafka's default message size), as with wide models in production."""
+    messages = 1000 // batch_events  # the sentinel's offset: one message per event, or per 50
     ensure_topics(kafka_config)
     changelog = KafkaConsumer(
         changelog_topic(kafka_config, MODEL_STATE_TABLE),
@@ -209,7 +215,7 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
     second = None
     states: dict[str, dict] = {}
     try:
-        _publish_predictions(kafka_config, 0, 700, noise_features=98)
+        _publish_predictions(kafka_config, 0, 700, noise_features=98, batch_events=batch_events)
         state = _wait_for_events(changelog, states, first, 700, tmp_path / "worker.log")
         first.send_signal(signal.SIGKILL)  # before or after faust commits: either must count once
         first.wait(timeout=5)
@@ -217,18 +223,20 @@ def test_worker_killed_and_restarted_counts_every_event_once(tmp_path, kafka_con
         (tmp_path / "worker.log").rename(tmp_path / "worker-killed.log")
 
         second = _start_worker(tmp_path, kafka_config, warmup=2000)
-        _publish_predictions(kafka_config, 700, 1000, noise_features=98)
+        _publish_predictions(kafka_config, 700, 1000, noise_features=98, batch_events=batch_events)
         _wait_for_events(changelog, states, second, 1000, tmp_path / "worker.log")
-        state = _after_a_sentinel(kafka_config, changelog, states, second, 1000, tmp_path / "worker.log", 98)
+        state = _after_a_sentinel(
+            kafka_config, changelog, states, second, messages, tmp_path / "worker.log", 98, index=1000
+        )
         assert state["monitor"]["drift"]["events"] == 1001  # the 1,000 and the sentinel, each once
-        assert sum(state["covered"].values()) == 1001  # one partition holds the model: next offset 1001
+        assert sum(state["covered"].values()) == messages + 1  # one partition holds the model
         assert second.poll() is None
         assert state["bytes"] > 1_000_000
         # It resumed at the position it saved after the state (so at most 700), not at faust's
         # committed offset; what it read again below the state's 700 was skipped.
         log = (tmp_path / "worker.log").read_text(errors="replace")
         resumed = re.findall(r"predictions\.\S+\[\d+\] resumes at its saved offset (\d+)", log)
-        assert resumed and int(resumed[0]) <= 700, log[-3000:]
+        assert resumed and int(resumed[0]) <= 700 // batch_events, log[-3000:]
     finally:
         changelog.close()
         stop_worker(first)
