@@ -127,6 +127,9 @@ class DriftlinePublisher:
         )
         self._lingering: threading.Thread | None = None
         self._stop_lingering = threading.Event()
+        self._sending = threading.Lock()
+        """Held from taking envelopes out of the packer to handing them to the producer: the caller
+        and the linger thread both send, and a model's envelopes must reach its partition in order."""
 
     @property
     def producer(self) -> KafkaProducer:
@@ -187,11 +190,12 @@ class DriftlinePublisher:
             return self._send(self.predictions_topic, model_id, raw)
         self._connected()  # an unreachable broker fails this call, not a later one
         self._linger()
-        future, ready = self._packer.add(model_id, raw, now=time.monotonic())
-        with self._lock:
-            self._sent += 1
-        for packed in ready:
-            self._send_envelope(packed)
+        with self._sending:
+            future, ready = self._packer.add(model_id, raw, now=time.monotonic())
+            with self._lock:
+                self._sent += 1
+            for packed in ready:
+                self._send_envelope(packed)
         return future
 
     def publish_outcome(
@@ -273,12 +277,14 @@ class DriftlinePublisher:
     def _send_due(self) -> None:
         assert self._packer is not None
         while not self._stop_lingering.wait(self._packer.linger / 2):
-            self._send_quietly(self._packer.due(time.monotonic()))
+            with self._sending:
+                self._send_quietly(self._packer.due(time.monotonic()))
 
     def _send_held(self) -> None:
         """Send every envelope still held (flush, close)."""
         if self._packer is not None:
-            self._send_quietly(self._packer.drain())
+            with self._sending:
+                self._send_quietly(self._packer.drain())
 
     def _send_quietly(self, envelopes: list[Packed]) -> None:
         """Send each envelope; one that cannot be sent is counted in `failed` and logged, and the

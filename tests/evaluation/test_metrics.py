@@ -174,8 +174,9 @@ def test_serving_stats_quantiles_and_error_rate():
         stats.add(float(value), "timeout" if i % 50 == 0 else "ok")
     summary = stats.summary()
     assert summary["request_error_rate"] == 0.02
-    # KLL rank error about 1.3%: compare ranks, not values.
-    assert np.mean(latency <= summary["latency_ms_p99"]) == pytest.approx(0.99, abs=0.005)
+    # KLL (k=200) ranks are within 1.65% with 99% confidence (datasketches' normalized rank error),
+    # and the sketch's compaction is random: compare ranks, within that bound (0.005 failed once).
+    assert np.mean(latency <= summary["latency_ms_p99"]) == pytest.approx(0.99, abs=0.0165)
     assert np.mean(latency <= summary["latency_ms_p50"]) == pytest.approx(0.50, abs=0.015)
     back = ServingStats.from_state(json.loads(json.dumps(stats.to_state(), allow_nan=False)))
     assert back.summary() == summary
