@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from monitor.contracts.batch import OutcomeBatch, PredictionBatch, decode_batch
+from monitor.contracts.batch import EventKind, OutcomeBatch, PredictionBatch, decode_batch
 from monitor.contracts.envelope import unpack
 from monitor.contracts.limits import EventLimits
 from monitor.contracts.validation import InvalidEvent
@@ -71,25 +71,20 @@ class OutcomeIntake:
 
 def read_predictions(messages: Sequence[Message], limits: EventLimits | None = None) -> PredictionIntake:
     """The predictions in `messages`, validated and decoded into one batch."""
-    positions, partitions, refused, decoded = _read(messages, limits, "prediction")
-    batch = decoded.predictions
-    at = batch.positions
-    batch.positions = positions[at]
-    return PredictionIntake(batch, partitions[at], refused)
+    return PredictionIntake(*_read(messages, limits, "prediction"))
 
 
 def read_outcomes(messages: Sequence[Message], limits: EventLimits | None = None) -> OutcomeIntake:
     """The outcomes in `messages`, validated and decoded into one batch."""
-    positions, partitions, refused, decoded = _read(messages, limits, "outcome")
-    batch = decoded.outcomes
-    at = batch.positions
-    batch.positions = positions[at]
-    return OutcomeIntake(batch, partitions[at], refused)
+    return OutcomeIntake(*_read(messages, limits, "outcome"))
 
 
-def _read(messages: Sequence[Message], limits: EventLimits | None, kind: Any) -> tuple[Any, ...]:
-    """Per event: its message's offset and partition; the refused; the batch decoded with each
-    event's index as its position."""
+def _read(
+    messages: Sequence[Message], limits: EventLimits | None, kind: EventKind
+) -> tuple[Any, np.ndarray, list[Refused]]:
+    """The batch of `kind` in `messages` with its messages' offsets as positions, each event's
+    partition, and the refused. Decoded with each event's index as its position, then
+    positioned."""
     values = [message.value if isinstance(message.value, bytes) else b"" for message in messages]
     unpacked = unpack(values)
     refused = [Refused(messages[at], values[at], None, error) for at, error in unpacked.refused]
@@ -98,7 +93,10 @@ def _read(messages: Sequence[Message], limits: EventLimits | None, kind: Any) ->
         refused.append(Refused(messages[unpacked.message[event]], unpacked.raws[event], unpacked.index[event], error))
     offsets = np.fromiter((message.offset for message in messages), dtype=np.int64, count=len(messages))
     partitions = np.fromiter((message.partition for message in messages), dtype=np.int64, count=len(messages))
-    return offsets[unpacked.message], partitions[unpacked.message], refused, decoded
+    batch = decoded.predictions if kind == "prediction" else decoded.outcomes
+    event_message = unpacked.message[batch.positions]
+    batch.positions = offsets[event_message]
+    return batch, partitions[event_message], refused
 
 
 def new_events(positions: np.ndarray, partitions: np.ndarray, covered: dict[str, int]) -> np.ndarray:
