@@ -50,9 +50,41 @@ class Task(StrEnum):
     regression = "regression"
 
 
+class Pii(StrEnum):
+    """How a feature holding personal data is kept out of every store (`monitor.contracts.privacy`)."""
+
+    hash = "hash"
+    """Replaced, where events are decoded, by a keyed hash of its value (HMAC-SHA256 under the key in
+    `DRIFTLINE_PII_KEY`): a category whose drift is still monitored, by pseudonym."""
+    drop = "drop"
+    """Removed where events are decoded: never monitored, never kept."""
+
+
 class FeatureSpec(_Section):
-    type: FeatureType
-    """Overrides the type inferred from the reference."""
+    type: FeatureType | None = None
+    """Overrides the type inferred from the reference; required unless `pii` is set (a hashed
+    feature is categorical, a dropped one has no type)."""
+    pii: Pii | None = None
+    """Personal data: `hash` or `drop` (see `Pii`). Hashing destroys order, so a numeric feature
+    cannot be hashed: drop it, or declare it categorical if its values are codes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _categorical_when_hashed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") is None and data.get("pii") in (Pii.hash, "hash"):
+            return {**data, "type": FeatureType.categorical}
+        return data
+
+    @model_validator(mode="after")
+    def _typed_or_marked(self) -> FeatureSpec:
+        if self.pii is Pii.hash and self.type is FeatureType.numeric:
+            raise ValueError(
+                "pii: hash on a numeric feature: a hash keeps no order, so its drift could not be measured;"
+                " use `pii: drop`, or `type: categorical` if its values are codes"
+            )
+        if self.type is None and self.pii is None:
+            raise ValueError("a feature needs a `type`, a `pii` marking, or both")
+        return self
 
 
 class WindowConfig(_Section):
@@ -466,15 +498,18 @@ class MonitorConfig(BaseSettings):
         return self
 
     def model(self, model_id: str) -> ModelConfig:
-        """The settings of one model, with the global window and detectors filled in."""
+        """The settings of one model, with the global window and detectors filled in. Its
+        `features` are those with a type: a feature marked `pii: drop` alone never reaches the
+        monitor (`monitor.contracts.privacy` removes it where events are decoded)."""
         for model in self.models:
             if model.model_id == model_id:
                 break
         else:
             model = ModelConfig(model_id=model_id)
-        return model.model_copy(
-            update={"window": model.window or self.window, "detectors": model.detectors or self.detectors}
-        )
+        update: dict[str, Any] = {"window": model.window or self.window, "detectors": model.detectors or self.detectors}
+        if any(spec.type is None for spec in model.features.values()):
+            update["features"] = {name: spec for name, spec in model.features.items() if spec.type is not None}
+        return model.model_copy(update=update)
 
     @classmethod
     def settings_customise_sources(
