@@ -4,7 +4,9 @@ Each input line is one event (a prediction, or an outcome: an object with `label
 `features`), in timestamp order. Alerts are written as the alert contract plus
 `detected_at_offset`, the 0-based line number of the event whose processing raised it (and
 `input`, the file, when there are several). Lines that fail validation go to the dead-letter file
-with the reason, and replay goes on. Several inputs are merged by timestamp.
+with the reason, and replay goes on. Several inputs are merged by timestamp. Features marked `pii`
+in the configuration are removed as the lines are decoded (`monitor.contracts.privacy`), and the
+dead letters keep only what the policy allows.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 from monitor.contracts.batch import decode_batch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterSource
+from monitor.contracts.privacy import PrivacyPolicy
 from monitor.monitoring.fleet import FleetMonitor, RaisedAlert
 
 BATCH_LINES = 1024
@@ -193,7 +196,10 @@ def replay(
     report_out: Path | None = None,
 ) -> ReplaySummary:
     """Replay `inputs` through a fresh monitor; `on_alert` sees each alert record as it is
-    written; `report_out` receives the per-window table (`WindowReport`)."""
+    written; `report_out` receives the per-window table (`WindowReport`). A configuration that
+    marks features `pii: hash` without the key in the environment raises `ConfigError` before
+    anything is read or written."""
+    privacy = PrivacyPolicy.from_config(config)
     summary = ReplaySummary()
     fleet = FleetMonitor(config)
     report = WindowReport() if report_out is not None else None
@@ -221,11 +227,12 @@ def replay(
                     report.refresh(fleet)
                 summary.lines += lines.read
                 advance(lines.size)
-                decoded = decode_batch(lines.raws, lines.positions(n_inputs), limits)
+                decoded = decode_batch(lines.raws, lines.positions(n_inputs), limits, privacy=privacy)
                 for index, error in decoded.rejected:
                     summary.invalid[error.reason.value] += 1
                     source = DeadLetterSource(file=str(inputs[lines.files[index]]), line=lines.numbers[index])
-                    letter = DeadLetter.of(lines.raws[index], source, error.reason, str(error))
+                    original, error = privacy.refusal(lines.raws[index], error)
+                    letter = DeadLetter.of(original, source, error.reason, str(error))
                     dead_file.write(letter.model_dump_json().encode() + b"\n")
                 summary.predictions += len(decoded.predictions)
                 summary.outcomes += len(decoded.outcomes)

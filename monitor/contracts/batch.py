@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from itertools import repeat
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -38,6 +38,9 @@ from msgspec import Meta
 from monitor.contracts.events import SCHEMA_VERSION, UNVERSIONED, OutcomeEvent, PredictionEvent
 from monitor.contracts.limits import EventLimits
 from monitor.contracts.validation import InvalidEvent, decode_any, decode_outcome, decode_prediction
+
+if TYPE_CHECKING:
+    from monitor.contracts.privacy import PrivacyPolicy
 
 EventKind = Literal["prediction", "outcome", "any"]
 
@@ -371,11 +374,15 @@ def decode_batch(
     positions: Sequence[int] | np.ndarray,
     limits: EventLimits | None = None,
     kind: EventKind = "any",
+    privacy: PrivacyPolicy | None = None,
 ) -> DecodedBatch:
     """Validate and decode `raws` into columns; `positions[i]` is the input position of `raws[i]`.
 
     `kind` says what the input holds: predictions, outcomes, or both (a replay file: an object
-    with `label` and no `features` is an outcome)."""
+    with `label` and no `features` is an outcome). `privacy` removes the features marked `pii`
+    from the predictions before anything else sees them (`monitor.contracts.privacy`); the
+    refused keep their reasons as they are (`PrivacyPolicy.refusal` says what a dead letter may
+    keep of them)."""
     limits = limits or EventLimits.default()
     prediction_decoder, outcome_decoder = _decoders(limits)
     max_bytes = limits.max_event_bytes
@@ -431,11 +438,10 @@ def decode_batch(
     positions = np.asarray(positions, dtype=np.int64)
     p_at, p_rows, p_times, p_extras = _in_input_order(p_at, p_rows, p_times, p_extras)
     o_at, o_rows, o_times = _in_input_order(o_at, o_rows, o_times)
-    return DecodedBatch(
-        _prediction_batch(p_rows, p_times, p_extras, positions[p_at]),
-        _outcome_batch(o_rows, o_times, positions[o_at]),
-        rejected,
-    )
+    predictions = _prediction_batch(p_rows, p_times, p_extras, positions[p_at])
+    if privacy is not None and privacy.active:
+        privacy.apply(predictions.model_ids, predictions.features)
+    return DecodedBatch(predictions, _outcome_batch(o_rows, o_times, positions[o_at]), rejected)
 
 
 def _in_input_order(at: list[int], *columns: list[Any]) -> tuple[np.ndarray, ...]:

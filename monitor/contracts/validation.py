@@ -29,16 +29,20 @@ class InvalidEvent(ValueError):
     """An input that cannot be accepted. `reason` is the dead-letter reason code, the message
     names the field path and what is wrong with it."""
 
-    def __init__(self, reason: DeadLetterReason, message: str):
+    def __init__(self, reason: DeadLetterReason, message: str, without_values: str | None = None):
         super().__init__(message)
         self.reason = reason
+        self.without_values = message if without_values is None else without_values
+        """The message with no input value quoted (the field paths and reasons only): what a dead
+        letter and a log line say of an event that could hold personal data."""
 
 
 _UNION_TAGS = {"bool": "a boolean", "int": "a number", "float": "a number", "str": "a string", "none": "null"}
 
 
-def format_validation_error(error: ValidationError, max_errors: int = 3) -> str:
-    """One clause per field, `path: reason, got <value>`, at most `max_errors` of them.
+def format_validation_error(error: ValidationError, max_errors: int = 3, values: bool = True) -> str:
+    """One clause per field, `path: reason, got <value>` (without `, got <value>` when not
+    `values`), at most `max_errors` of them.
 
     A value allowed to be one of several types fails once per type; those failures are folded
     into one clause naming what the field accepts."""
@@ -65,7 +69,7 @@ def format_validation_error(error: ValidationError, max_errors: int = 3) -> str:
             if item["type"] == "missing" or item["type"].startswith("limit_"):
                 clauses.append(f"{path}: {message}")
                 continue
-        clauses.append(f"{path}: {message}, got {_short(items[0].get('input'))}")
+        clauses.append(f"{path}: {message}, got {_short(items[0].get('input'))}" if values else f"{path}: {message}")
     extra = len(clauses) - max_errors
     text = "; ".join(clauses[:max_errors])
     return f"{text}; and {extra} more" if extra > 0 else text
@@ -119,7 +123,8 @@ def _validate(model: type[Event], data: dict, limits: EventLimits) -> Event:
     try:
         return model.model_validate(data, context=limits.context())
     except ValidationError as exc:
-        raise InvalidEvent(_reason_of(exc), format_validation_error(exc)) from None
+        reason, without_values = _reason_of(exc), format_validation_error(exc, values=False)
+        raise InvalidEvent(reason, format_validation_error(exc), without_values) from None
     except RecursionError:
         raise InvalidEvent(DeadLetterReason.schema, "event: nested too deeply") from None
 

@@ -4,7 +4,8 @@ A batch of messages from any partitions becomes one `PredictionBatch` (or `Outco
 positions are the messages' offsets, with each event's partition beside it, and the dead letters
 of what was refused. Messages may hold one event each or a batch envelope
 (`monitor.contracts.envelope`); the events of an envelope share its offset, so a replay after a
-restart skips or takes the whole message.
+restart skips or takes the whole message. With a `PrivacyPolicy`, the features marked `pii` are
+gone from the batch, and the refused keep only what a dead letter may (`PrivacyPolicy.refusal`).
 
 >>> from types import SimpleNamespace as Message
 >>> good = (b'{"model_id": "m", "prediction_id": "p1", "timestamp": "2024-01-01T00:00:00Z",'
@@ -29,6 +30,7 @@ import numpy as np
 from monitor.contracts.batch import EventKind, OutcomeBatch, PredictionBatch, decode_batch
 from monitor.contracts.envelope import unpack
 from monitor.contracts.limits import EventLimits
+from monitor.contracts.privacy import PrivacyPolicy
 from monitor.contracts.validation import InvalidEvent
 
 
@@ -45,7 +47,8 @@ class Message(Protocol):
 @dataclass(slots=True)
 class Refused:
     """An input the worker cannot accept: the message, the event's bytes (the whole message for a
-    message of one event or an unreadable envelope), its index in the envelope, and why."""
+    message of one event or an unreadable envelope), its index in the envelope, and why. Under a
+    privacy policy the bytes may be a `RedactedOriginal` and the reason quotes no value."""
 
     message: Message
     original: bytes
@@ -69,18 +72,23 @@ class OutcomeIntake:
     refused: list[Refused]
 
 
-def read_predictions(messages: Sequence[Message], limits: EventLimits | None = None) -> PredictionIntake:
+def read_predictions(
+    messages: Sequence[Message], limits: EventLimits | None = None, privacy: PrivacyPolicy | None = None
+) -> PredictionIntake:
     """The predictions in `messages`, validated and decoded into one batch."""
-    return PredictionIntake(*_read(messages, limits, "prediction"))
+    return PredictionIntake(*_read(messages, limits, "prediction", privacy))
 
 
-def read_outcomes(messages: Sequence[Message], limits: EventLimits | None = None) -> OutcomeIntake:
-    """The outcomes in `messages`, validated and decoded into one batch."""
-    return OutcomeIntake(*_read(messages, limits, "outcome"))
+def read_outcomes(
+    messages: Sequence[Message], limits: EventLimits | None = None, privacy: PrivacyPolicy | None = None
+) -> OutcomeIntake:
+    """The outcomes in `messages`, validated and decoded into one batch (outcomes carry no
+    features, but a prediction sent to the outcomes topic by mistake is refused redacted)."""
+    return OutcomeIntake(*_read(messages, limits, "outcome", privacy))
 
 
 def _read(
-    messages: Sequence[Message], limits: EventLimits | None, kind: EventKind
+    messages: Sequence[Message], limits: EventLimits | None, kind: EventKind, privacy: PrivacyPolicy | None
 ) -> tuple[Any, np.ndarray, list[Refused]]:
     """The batch of `kind` in `messages` with its messages' offsets as positions, each event's
     partition, and the refused. Decoded with each event's index as its position, then
@@ -88,9 +96,12 @@ def _read(
     values = [message.value if isinstance(message.value, bytes) else b"" for message in messages]
     unpacked = unpack(values)
     refused = [Refused(messages[at], values[at], None, error) for at, error in unpacked.refused]
-    decoded = decode_batch(unpacked.raws, np.arange(len(unpacked.raws)), limits, kind)
+    decoded = decode_batch(unpacked.raws, np.arange(len(unpacked.raws)), limits, kind, privacy)
     for event, error in decoded.rejected:
         refused.append(Refused(messages[unpacked.message[event]], unpacked.raws[event], unpacked.index[event], error))
+    if refused and privacy is not None and privacy.active:
+        for item in refused:
+            item.original, item.error = privacy.refusal(item.original, item.error)
     offsets = np.fromiter((message.offset for message in messages), dtype=np.int64, count=len(messages))
     partitions = np.fromiter((message.partition for message in messages), dtype=np.int64, count=len(messages))
     batch = decoded.predictions if kind == "prediction" else decoded.outcomes
