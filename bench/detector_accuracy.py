@@ -8,14 +8,20 @@ combination (an alarm of any of them), so defaults can be tuned against the peer
 (`python run.py --peers river,windowed --no-throughput` in a copy of drift-bench).
 
     .venv/bin/python bench/detector_accuracy.py [--drift-bench ../shared/drift-bench] [--streams 'num_*']
+        [--config bench/drift-bench.yaml] [--run-length-events N]
 
-The false-alarm budget: a model's run length `--model-run-length` (1,000,000 events between false
-alarms) is shared by the detectors on the model. A drift-bench model has the drifting feature
-(or the error stream) plus the model's prediction, monitored with the configured defaults:
-numeric x + numeric prediction -> 4 detectors; categorical x (3) + prediction (2) -> 5; error
-stream (1) + filler feature (2) + prediction (2) -> 5. Each detector gets run_length =
-model run length / detectors on its model; window tests decide on tumbling windows of
-`--window` events after the reference, as the windowed peers do.
+Calibrated as the product is, with the product's own functions on the configured model
+(`--config`, by default the bench's `bench/drift-bench.yaml`): a drift-bench model has the drifting
+feature (or the error stream) plus the model's prediction, so a numeric stream's model has
+`count_detectors` = 4 drift detectors (x: cusum, ks; prediction: cusum, ks) and a categorical
+one 5 (x: 3, prediction: 2); each is calibrated to `detector_run_length(config, detectors)` =
+run_length_events / (1 - evaluation.budget_share) x detectors (`monitor.monitoring.drift`), and
+the error stream's detector to the evaluator's `error_run_length` (`ModelEvaluator`). The detectors,
+their parameters, the window and the reference size are the configuration's; each detector's
+seed is the product's (`_seed(feature, detector)`; 0 for the error stream). An extra detector
+gets the run length of the defaults, as if it were one of them. `--run-length-events N` declares
+the budget as one false alarm per model per N events (as bench/operating_curve.py does).
+Window tests decide on tumbling windows after the reference, as the windowed peers do.
 """
 
 from __future__ import annotations
@@ -30,21 +36,23 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import monitor.detectors  # noqa: E402,F401
+from monitor.contracts.config import FeatureType, MonitorConfig  # noqa: E402
+from monitor.core.reference import PREDICTION  # noqa: E402
 from monitor.detectors.base import SequentialDetector  # noqa: E402
 from monitor.detectors.registry import create  # noqa: E402
+from monitor.evaluation.evaluator import ModelEvaluator  # noqa: E402
+from monitor.monitoring.drift import _seed, count_detectors, detector_run_length  # noqa: E402
 
-DEFAULTS = {  # the product's defaults (MonitorConfig.detectors) per stream category
-    "numeric": ["cusum", "ks"],
-    "categorical": ["category_cusum", "chi_square", "unseen_share"],
-    "error": ["bernoulli_cusum"],
-}
+CONFIG = ROOT / "bench" / "drift-bench.yaml"
+FEATURE = {"numeric": "x_num", "categorical": "x_cat"}
+"""The drifting feature's name in drift-bench's events (`streams.emit_jsonl`)."""
 EXTRA = {"numeric": ["psi", "wasserstein", "adwin", "page_hinkley"], "categorical": ["jensen_shannon"], "error": []}
-DETECTORS_ON_MODEL = {"numeric": 4, "categorical": 5, "error": 5}
 FAMILIES = {
     "numeric": ["num_mean_abrupt", "num_var_abrupt", "num_mean_gradual", "num_nodrift_gauss"],
     "categorical": ["cat_freq", "cat_new", "cat_nodrift"],
@@ -60,6 +68,32 @@ def load_bench(path: Path):
 
     parts = streams.cached_parts() if streams.CACHE.exists() else []
     return streams, metrics, (streams.load() if parts else streams.build_base())
+
+
+def load_config(path: Path, run_length_events: float | None) -> MonitorConfig:
+    """The configuration, with the budget declared as one false alarm per model per
+    `run_length_events` events when given (nothing else changes)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    if run_length_events:
+        alerting = raw.setdefault("alerting", {})
+        per_day = float(alerting.get("events_per_model_per_day", 1_000_000))
+        alerting["false_alarms_per_model_per_day"] = per_day / run_length_events
+    return MonitorConfig.model_validate(raw)
+
+
+def product_plan(config: MonitorConfig, category: str) -> tuple[list[str], float, int]:
+    """(the product's detectors, the run length it calibrates each to, the number of drift
+    detectors on the model) for a drift-bench model of this stream category."""
+    model_id = f"bench-{category}"
+    model = config.model(model_id)
+    detectors = model.detectors
+    assert detectors is not None
+    if category == "error":
+        return ["bernoulli_cusum"], ModelEvaluator(model_id, config).error_run_length, 0
+    kind = FeatureType.numeric if category == "numeric" else FeatureType.categorical
+    n_detectors = count_detectors(model, {FEATURE[category]: kind, PREDICTION: FeatureType.numeric})
+    names = detectors.numeric if category == "numeric" else detectors.categorical
+    return list(names), detector_run_length(config, n_detectors), n_detectors
 
 
 def alarms_of(
@@ -86,8 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--drift-bench", default=str(ROOT / ".." / "shared" / "drift-bench"))
     ap.add_argument("--streams", nargs="*", help="fnmatch patterns on stream names")
-    ap.add_argument("--model-run-length", type=float, default=1_000_000)
-    ap.add_argument("--window", type=int, default=1000)
+    ap.add_argument("--config", type=Path, default=CONFIG, help="the product's configuration")
+    ap.add_argument(
+        "--run-length-events", type=float, help="declare the budget as 1 false alarm per model per N events"
+    )
     ap.add_argument("--detectors", nargs="*", help="only these detectors (default: defaults and extras)")
     ap.add_argument("--no-extras", action="store_true", help="only the product's default detectors")
     ap.add_argument(
@@ -99,9 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     a = ap.parse_args(argv)
 
-    params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in a.param)}
+    config = load_config(a.config, a.run_length_events)
+    params = dict(config.detectors.params) | {k: json.loads(v) for k, v in (p.split("=", 1) for p in a.param)}
     streams_mod, metrics, streams = load_bench(Path(a.drift_bench).resolve())
-    ref_size = streams_mod.REF_SIZE
+    ref_size = min(config.reference.warmup_events, streams_mod.REF_SIZE)
+    window = config.window.size_events or config.window.min_events
+    plans = {cat: product_plan(config, cat) for cat in ("numeric", "categorical", "error")}
     if a.streams:
         streams = [s for s in streams if any(fnmatch.fnmatch(s.name, p) for p in a.streams)]
 
@@ -111,22 +150,23 @@ def main(argv: list[str] | None = None) -> None:
     run_lengths = {}
     for st in streams:
         cat = st.category
-        names = list(DEFAULTS[cat]) + ([] if a.no_extras else EXTRA[cat])
+        defaults, run_length, _ = plans[cat]
+        names = list(defaults) + ([] if a.no_extras else [n for n in EXTRA[cat] if n not in defaults])
         if a.detectors:
             names = [n for n in names if n in a.detectors]
-        run_length = a.model_run_length / DETECTORS_ON_MODEL[cat]
         run_lengths[cat] = run_length
         combined: list[int] = []
         for name in names:
-            alarms, fit_s = alarms_of(name, st, run_length, a.window, ref_size, st.seed, params.get(name))
+            seed = 0 if cat == "error" else _seed(FEATURE[cat], name)
+            alarms, fit_s = alarms_of(name, st, run_length, window, ref_size, seed, params.get(name))
             fit_times[name].append(fit_s)
             sc = metrics.score(alarms, st.n, st.change_point, ref_size)
             results[(cat, name)][st.family].append(sc)
             results[(cat, name)]["@" + st.magnitude].append(sc)
-            if name in DEFAULTS[cat]:
+            if name in defaults:
                 combined += alarms
         if not a.detectors:
-            label = "driftline (" + " | ".join(DEFAULTS[cat]) + ")"
+            label = "driftline (" + " | ".join(defaults) + ")"
             sc = metrics.score(sorted(combined), st.n, st.change_point, ref_size)
             results[(cat, label)][st.family].append(sc)
             results[(cat, label)]["@" + st.magnitude].append(sc)
@@ -144,7 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         rows = [(k, v) for k, v in results.items() if k[0] == key_cat]
         if not rows:
             continue
-        print(f"\n## {cat} (run_length per detector {run_lengths.get(key_cat, 0):,.0f})\n")
+        n_det = plans[key_cat][2]
+        on_model = f", {n_det} drift detectors on the model" if n_det else " (the evaluator's error_run_length)"
+        print(f"\n## {cat} (run_length per detector {run_lengths.get(key_cat, 0):,.0f}{on_model})\n")
         mags = [] if cat == "stress" else ["small", "medium", "large"]
         print(
             "| detector | FA/10k | missed | mean delay | median delay | "
