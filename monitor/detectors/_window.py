@@ -139,11 +139,19 @@ class CalibratedWindowTest(WindowTest):
         return det
 
 
-def window_histograms(codes: np.ndarray, index: np.ndarray, n_bins: int) -> np.ndarray:
-    """Counts per bin of each row of `index` (positions into `codes`, the bin of each value)."""
-    rows = index.shape[0]
-    flat = codes[index] + (np.arange(rows) * n_bins)[:, None]
-    return np.bincount(flat.ravel(), minlength=rows * n_bins).reshape(rows, n_bins).astype(float)
+def window_histograms(codes: np.ndarray, boot: calibration.Bootstrap, n_windows: int, length: int, n_bins: int):
+    """Counts per bin of `n_windows` resamples of `length` values drawn by `boot` (`codes`: the bin
+    of each reference value), one row per resample."""
+    starts = boot.starts(n_windows, length)
+    counts = np.empty((n_windows, n_bins))
+    step = max(1, calibration.SLICE_VALUES // length)
+    offsets = (np.arange(step, dtype=np.intp) * n_bins)[:, None]  # one range of bins per row
+    for first in range(0, n_windows, step):
+        part = boot.gather(codes, starts[first : first + step], length)
+        rows = len(part)
+        flat = np.add(part, offsets[:rows], dtype=np.intp).ravel()
+        counts[first : first + rows] = np.bincount(flat, minlength=rows * n_bins).reshape(rows, n_bins)
+    return counts
 
 
 class BinnedWindowTest(CalibratedWindowTest):
@@ -165,12 +173,17 @@ class BinnedWindowTest(CalibratedWindowTest):
     parameter of its own: windows of several tests of the class can be compared at once."""
 
     def _null_statistics(self, reference: np.ndarray, boot: calibration.Bootstrap, window_size: int) -> np.ndarray:
-        codes = self._codes(reference)
         bins = self.n_bins_fitted
-        profiles = window_histograms(codes, boot.indices(calibration.N_PROFILES, len(reference)), bins)
-        windows = window_histograms(codes, boot.indices(calibration.N_WINDOWS, window_size), bins)
-        matched = profiles[np.arange(calibration.N_WINDOWS) % calibration.N_PROFILES]
-        return self._compare(windows, matched)
+        codes = self._codes(reference)
+        profiles = window_histograms(codes, boot, calibration.N_PROFILES, len(reference), bins)
+        windows = window_histograms(codes, boot, calibration.N_WINDOWS, window_size, bins)
+        matched = np.arange(calibration.N_WINDOWS) % calibration.N_PROFILES
+        if not self.rows_apart:
+            return self._compare(windows, profiles[matched])
+        # Row by row anyway: a slice of windows at a time keeps the temporaries in the cache.
+        step = max(1, calibration.SLICE_VALUES // bins)
+        parts = range(0, calibration.N_WINDOWS, step)
+        return np.concatenate([self._compare(windows[i : i + step], profiles[matched[i : i + step]]) for i in parts])
 
     def _window_counts(self, window: np.ndarray) -> np.ndarray:
         return np.bincount(self._codes(window), minlength=self.n_bins_fitted).astype(float)

@@ -82,6 +82,10 @@ N_WINDOWS = 600
 """Bootstrap windows per window-test calibration."""
 N_PROFILES = 24
 """Independently resampled reference profiles the bootstrap windows are compared with."""
+SLICE_VALUES = 16_000
+"""Simulated values worked on at a time (125 KiB of float64): temporaries stay in the CPU cache
+and in memory malloc reuses. Made whole, every array of a few megabytes comes in fresh pages,
+and the page faults cost a third of a calibration's CPU time."""
 
 
 def block_length(values: np.ndarray, max_block: int | None = None) -> int:
@@ -171,22 +175,38 @@ class Bootstrap:
         self.block = max(1, min(self.block, self.n))
         self.rng = np.random.default_rng(seed)
 
+    def starts(self, n_paths: int, length: int) -> np.ndarray:
+        """First positions of the blocks of `n_paths` resampled series of `length` values
+        (n_paths x blocks): the draws behind `indices`, for `gather`."""
+        return self.rng.integers(0, self.n, size=(n_paths, -(-length // self.block)))
+
     def indices(self, n_paths: int, length: int) -> np.ndarray:
         """Positions in the reference for `n_paths` resampled series of `length` values."""
         b = self.block
-        n_blocks = -(-length // b)
-        starts = self.rng.integers(0, self.n, size=(n_paths, n_blocks, 1))
+        starts = self.starts(n_paths, length)
+        n_blocks = starts.shape[1]
         # (starts + arange(b)) % n, without the division: every sum is below 2n. 32-bit when the
         # reference allows (half the memory to write and gather); the draws stay 64-bit, so the
         # positions are the same as ever. ~6x faster for 256 x 768 positions.
         kind = np.int32 if self.n + b < 2**31 else np.int64
-        idx = starts.astype(kind) + np.arange(b, dtype=kind)
+        idx = starts[:, :, None].astype(kind) + np.arange(b, dtype=kind)
         np.subtract(idx, self.n, out=idx, where=idx >= self.n)
         idx = idx.reshape(n_paths, n_blocks * b)
         return idx if n_blocks * b == length else idx[:, :length]
 
+    def gather(self, values: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """`values[positions]` for the series whose blocks begin at `starts` (from `starts`),
+        `values` 1-D and aligned with the reference: `values[self.indices(...)]` for the same
+        draws, copied a block at a time from `values` extended circularly, so no array of
+        positions is built and read (~3x faster for a window test's 600 x 1,000 windows)."""
+        b = self.block
+        v = np.asarray(values)
+        stretches = np.lib.stride_tricks.sliding_window_view(np.concatenate([v, v[: b - 1]]), b)
+        out = stretches[starts].reshape(len(starts), starts.shape[1] * b)
+        return out if out.shape[1] == length else out[:, :length]
+
     def paths(self, n_paths: int, length: int) -> np.ndarray:
-        return self.values[self.indices(n_paths, length)]
+        return self.gather(self.values, self.starts(n_paths, length), length)
 
     def resample_means(self, f_values: np.ndarray, n_paths: int) -> np.ndarray:
         """Means of `f_values` (n, or n x d, aligned with the reference) over `n_paths`
@@ -199,33 +219,70 @@ class Bootstrap:
         sums = cum[b : b + self.n] - cum[: self.n]  # block sum starting at each position
         n_blocks = max(1, round(self.n / b))
         starts = self.rng.integers(0, self.n, size=(n_paths, n_blocks))
-        means = sums[starts].sum(axis=1) / (n_blocks * b)
+        step = max(1, SLICE_VALUES // (n_blocks * sums.shape[1]))  # paths at a time, each summed alike
+        totals = [sums[starts[i : i + step]].sum(axis=1) for i in range(0, n_paths, step)]
+        means = np.concatenate(totals) / (n_blocks * b)
         return means.reshape((n_paths,) + f.shape[1:])
 
 
-def excursion_maxima(increments: np.ndarray | None = None, *, cumulative: np.ndarray | None = None):
+def excursion_maxima(
+    increments: np.ndarray | None = None,
+    *,
+    cumulative: np.ndarray | None = None,
+    slope: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Heights of the excursions of Page's CUSUM S_t = max(0, S_{t-1} + x_t), S_0 = 0, and the
     row each excursion starts in; an excursion is a run of S > 0. The rows of `increments` (paths
     x time) are run one after the other as one long path, so an excursion near a row's end is
-    not cut short. Pass `cumulative` (the row-wise cumulative sums) instead if you have them.
+    not cut short. Pass `cumulative` (the row-wise cumulative sums) instead if you have them;
+    with `slope` and `offset` (one per row) too, the increments are slope[b] * f + offset[b]
+    and `cumulative` holds f's row-wise cumulative sums.
+
+    With C the long path's cumulative sum and F_t = min(0, min_{s<=t} C_s), S_t = C_t - F_t; F
+    stays put during an excursion, so its height is max C over it minus F at its start, the
+    same number as max S (rounding is monotone). The rows are taken a slice at a time, carrying
+    C's offset, F and whether an excursion is open from one slice to the next.
 
     >>> excursion_maxima(np.array([[1.0, -3.0, 2.0], [1.0, -5.0, 0.5]]))
     (array([1. , 3. , 0.5]), array([0, 0, 1]))
     """
     cum = np.cumsum(np.atleast_2d(increments), axis=1) if cumulative is None else cumulative
-    length = cum.shape[1]
-    carry = np.concatenate([[0.0], np.cumsum(cum[:, -1])[:-1]])
-    flat = (cum + carry[:, None]).ravel()
-    floor = np.minimum.accumulate(flat)
-    np.minimum(floor, 0.0, out=floor)
-    s = np.subtract(flat, floor, out=floor)
-    positive = s > 0
-    starts = np.flatnonzero(positive[1:] > positive[:-1]) + 1
-    if positive[0]:
-        starts = np.concatenate([[0], starts])
-    if len(starts) == 0:
+    n_rows, length = cum.shape
+    step = max(1, SLICE_VALUES // length)
+    ticks = np.arange(1, length + 1)
+    carry, floor, inside = 0.0, 0.0, False  # C before the slice, F so far, S > 0 at its end
+    heights: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    for first in range(0, n_rows, step):
+        rows = slice(first, first + step)
+        if slope is None:
+            path = cum[rows].copy()
+        else:
+            path = slope[rows, None] * cum[rows]
+            path += offset[rows, None] * ticks  # type: ignore[index]
+        carries = np.cumsum(np.concatenate([[carry], path[:, -1]]))
+        path += carries[:-1, None]
+        path = path.ravel()
+        low = np.minimum.accumulate(path)
+        np.minimum(low, floor, out=low)
+        positive = path > low
+        begin = np.flatnonzero(positive[1:] > positive[:-1]) + 1
+        if positive[0]:
+            begin = np.concatenate([[0], begin])
+        if len(begin):
+            top = np.maximum.reduceat(path, begin)
+            top -= low[begin]
+            if inside and begin[0] == 0:  # the excursion open at the last slice's end goes on
+                heights[-1][-1] = max(heights[-1][-1], top[0])
+                top, begin = top[1:], begin[1:]
+            if len(top):
+                heights.append(top)
+                starts.append(begin + first * length)
+        carry, floor, inside = float(carries[-1]), float(low[-1]), bool(positive[-1])
+    if not heights:
         return np.zeros(0), np.zeros(0, dtype=int)
-    return np.maximum.reduceat(s, starts), starts // length
+    return np.concatenate(heights), np.concatenate(starts) // length
 
 
 def block_sums(values: np.ndarray, block: int, stride: int | None = None) -> np.ndarray:
@@ -341,10 +398,8 @@ def cusum_limit(
     offset = np.asarray(offset, dtype=float)
     fcum = np.cumsum(f_paths, axis=1) if f_cumulative is None else f_cumulative
     n_paths, length = fcum.shape
-    cum = slope[:, None] * fcum
-    cum += offset[:, None] * np.arange(1, length + 1)
-    total = cum.size
-    heights, path = excursion_maxima(cumulative=cum)
+    total = fcum.size
+    heights, path = excursion_maxima(cumulative=fcum, slope=slope, offset=offset)
     wanted = total / float(run_length)  # exceedances the simulation should show at h
     if len(heights) < 10:
         return float(np.max(heights, initial=0.0) + 1.0)

@@ -152,14 +152,15 @@ class Cusum(CusumDetector):
 
         boot = calibration.Bootstrap(ref, seed=seed)
         budget = run_length * len(self.component_names)  # shared equally by the components
-        idx = boot.indices(calibration.N_PATHS, calibration.PATH_LENGTH)
+        starts = boot.starts(calibration.N_PATHS, calibration.PATH_LENGTH)
         # Profiles re-estimated on independent resamples of the reference (see calibration).
         moments = boot.resample_means(np.column_stack([c, c * c, z2, z2 * z2]), calibration.N_PATHS)
         mean_b = moments[:, 0]
         sd_b = np.sqrt(np.maximum(moments[:, 1] - mean_b**2, 1e-300))
         w_mean_b = moments[:, 2]
         w_sd_b = np.sqrt(np.maximum(moments[:, 3] - w_mean_b**2, 1e-300))
-        c_cum = np.cumsum(c[idx], axis=1)  # shared by the mean components
+        c_cum = boot.gather(c, starts, calibration.PATH_LENGTH)
+        np.cumsum(c_cum, axis=1, out=c_cum)  # shared by the mean components
         limits = []
         for k in self.shifts / 2:
             for sign in (1.0, -1.0):  # z - k = c / sd - mean / sd - k, and -z - k
@@ -167,7 +168,9 @@ class Cusum(CusumDetector):
                 limits.append(calibration.cusum_limit(c, None, slope, offset, budget, boot.block, f_cumulative=c_cum))
         if self.scale:
             slope, offset = 1.0 / w_sd_b, -w_mean_b / w_sd_b - self.scale_allowance
-            limits.append(calibration.cusum_limit(z2, z2[idx], slope, offset, budget, boot.block))
+            z2_cum = boot.gather(z2, starts, calibration.PATH_LENGTH)
+            np.cumsum(z2_cum, axis=1, out=z2_cum)
+            limits.append(calibration.cusum_limit(z2, None, slope, offset, budget, boot.block, f_cumulative=z2_cum))
         self._set_limits(limits)
         return self
 
