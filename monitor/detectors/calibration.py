@@ -249,37 +249,43 @@ def excursion_maxima(
     """
     cum = np.cumsum(np.atleast_2d(increments), axis=1) if cumulative is None else cumulative
     n_rows, length = cum.shape
-    step = max(1, SLICE_VALUES // length)
-    ticks = np.arange(1, length + 1)
-    carry, floor, inside = 0.0, 0.0, False  # C before the slice, F so far, S > 0 at its end
+    step = min(n_rows, max(1, SLICE_VALUES // length))
+    ticks = np.arange(1, length + 1, dtype=float)
+    # buffer[0] is F before the slice, so one running minimum over the buffer gives F; after it
+    # the slice's stretch of C. Allocated once: a slice's arrays are the same size every time.
+    buffer = np.zeros(step * length + 1)
+    low = np.empty_like(buffer)
+    positive = np.empty(len(buffer), dtype=bool)
+    term = np.empty((step, length))
+    carry, inside = 0.0, False  # C before the slice, S > 0 at its end
     heights: list[np.ndarray] = []
     starts: list[np.ndarray] = []
     for first in range(0, n_rows, step):
         rows = slice(first, first + step)
+        n = min(step, n_rows - first)
+        used = n * length + 1
+        path = buffer[1:used].reshape(n, length)
         if slope is None:
-            path = cum[rows].copy()
+            path[...] = cum[rows]
         else:
-            path = slope[rows, None] * cum[rows]
-            path += offset[rows, None] * ticks  # type: ignore[index]
+            np.multiply(slope[rows, None], cum[rows], out=path)
+            np.multiply(offset[rows, None], ticks, out=term[:n])  # type: ignore[index]
+            path += term[:n]
         carries = np.cumsum(np.concatenate([[carry], path[:, -1]]))
         path += carries[:-1, None]
-        path = path.ravel()
-        low = np.minimum.accumulate(path)
-        np.minimum(low, floor, out=low)
-        positive = path > low
-        begin = np.flatnonzero(positive[1:] > positive[:-1]) + 1
-        if positive[0]:
-            begin = np.concatenate([[0], begin])
+        lows = np.minimum.accumulate(buffer[:used], out=low[:used])
+        above = np.greater(buffer[:used], lows, out=positive[:used])  # above[0] is False: F is not above F
+        begin = np.flatnonzero(above[1:] > above[:-1])  # where S turns positive, as positions in the slice
         if len(begin):
-            top = np.maximum.reduceat(path, begin)
-            top -= low[begin]
+            top = np.maximum.reduceat(buffer[1:used], begin)
+            top -= lows[begin + 1]
             if inside and begin[0] == 0:  # the excursion open at the last slice's end goes on
                 heights[-1][-1] = max(heights[-1][-1], top[0])
                 top, begin = top[1:], begin[1:]
             if len(top):
                 heights.append(top)
                 starts.append(begin + first * length)
-        carry, floor, inside = float(carries[-1]), float(low[-1]), bool(positive[-1])
+        carry, buffer[0], inside = float(carries[-1]), lows[-1], bool(above[-1])
     if not heights:
         return np.zeros(0), np.zeros(0, dtype=int)
     return np.concatenate(heights), np.concatenate(starts) // length
@@ -331,10 +337,10 @@ def _tilt_roots(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
 def _compress(values: np.ndarray, exact: int = 256, middle: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values and their counts; with many values, the `exact` lowest and highest kept
     as they are (they set an exponential moment) and the middle averaged into `middle` groups."""
-    f, counts = np.unique(values, return_counts=True)
-    if len(f) <= 2 * exact + middle:
-        return f, counts.astype(float)
-    order = np.sort(np.asarray(values, dtype=float))
+    order = np.sort(np.asarray(values, dtype=float))  # sorted once, for both (np.unique sorts too)
+    first = np.flatnonzero(np.concatenate([[True], order[1:] != order[:-1]]))
+    if len(first) <= 2 * exact + middle:
+        return order[first], np.diff(np.append(first, len(order))).astype(float)
     inner = order[exact:-exact]
     starts = (np.arange(middle) * len(inner)) // middle
     sizes = np.diff(np.append(starts, len(inner))).astype(float)

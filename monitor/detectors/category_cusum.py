@@ -180,7 +180,9 @@ class CategoryCusum(CusumDetector):
         boot = calibration.Bootstrap(slots, block=block, seed=seed)
         shares = boot.resample_means(indicators[:, : rare + 1], N_PATHS)  # re-estimated baselines
         shares = np.clip(shares, 0.5 / n, 1 - 0.5 / n)
-        idx = boot.indices(N_PATHS, PATH_LENGTH)
+        slot_paths = boot.gather(slots, boot.starts(N_PATHS, PATH_LENGTH), PATH_LENGTH)
+        counts_up: dict[int, np.ndarray] = {}  # up component -> its values so far on each path
+        mirrored = set(self.down_of.tolist())
         limits = []
         for j in range(len(names)):
             up_component = j if j <= rare else int(self.down_of[j - rare - 1])
@@ -193,8 +195,14 @@ class CategoryCusum(CusumDetector):
             if j == rare:
                 p1_b = np.maximum(p1_b, np.minimum(p0_b + self.unseen_rate, 0.5))
             slope_b, offset_b = _steps(p0_b, p1_b)
-            f_ref = indicators[:, j]
-            limits.append(calibration.cusum_limit(f_ref, f_ref[idx], slope_b, offset_b, budget, block))
+            f_cum = counts_up.pop(up_component, None)  # a down component counts what its up one counted
+            if f_cum is None:
+                f_cum = np.cumsum(slot_paths == up_component, axis=1, dtype=float)
+                if up_component in mirrored:
+                    counts_up[up_component] = f_cum
+            limits.append(
+                calibration.cusum_limit(indicators[:, j], None, slope_b, offset_b, budget, block, f_cumulative=f_cum)
+            )
         self._set_limits(limits)
         return self
 
