@@ -118,7 +118,7 @@ class PrivacyPolicy:
                 raise ConfigError(
                     f"pii: hash is configured ({'; '.join(hashed)}) but {PII_KEY_ENV} is not set: set it to a secret"
                     f" of at least {MIN_KEY_LENGTH} characters (e.g. `openssl rand -hex 32`), the same on every"
-                    " worker and for `driftline reference` (runbooks/privacy.md)"
+                    " worker and for `driftline reference` (runbooks/README.md, Privacy)"
                 )
             if len(text) < MIN_KEY_LENGTH:
                 raise ConfigError(
@@ -260,5 +260,5 @@ class PrivacyPolicy:
                 raise ConfigError(
                     f"model {model_id!r}: reference {path} holds {'the' if mark is Pii.drop else 'raw values of the'}"
                     f" feature {name!r} marked pii: {mark.value}; rebuild it with `driftline reference --config ...`"
-                    f" (and {PII_KEY_ENV} set), which applies the markings (runbooks/privacy.md)"
+                    f" (and {PII_KEY_ENV} set), which applies the markings (runbooks/README.md, Privacy)"
                 )
