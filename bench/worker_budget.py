@@ -6,9 +6,13 @@ settings), so the table says what an optimisation of one layer can buy, and what
 leaves at best:
 
 * fetch: a kafka-python consumer reads the events from the embedded broker, nothing else;
-* faust: a bare faust app (same settings as the worker) whose one agent takes the events in
-  batches of `BATCH_EVENTS` and only counts them: faust's per-message stream under the agents;
-* decode: `intake.read_predictions` on each batch of `BATCH_EVENTS` messages, as the worker
+* faust, per message: a bare faust app (same settings as the worker) with faust's own consumer,
+  whose one agent takes the events in batches of `BATCH_MESSAGES` and only counts them: faust's
+  per-message stream, which the worker no longer pays;
+* faust, fetched partitions: the same app with the worker's consumer
+  (`monitor.stream.consumer.PositionedConsumer`), which hands the agent each partition's records
+  of a fetch as one message, in batches of `BATCH_FETCHES`: the framework under the agents;
+* decode: `intake.read_predictions` on each batch of `BATCH_MESSAGES` messages, as the worker
   decodes them (envelopes unpacked, the msgspec fast path into columns);
 * core: `ModelMonitor.observe` on the decoded columns, in the worker's batches (the events of
   one batch grouped by model);
@@ -54,9 +58,12 @@ from monitor.kafka.topics import ensure_topics
 from monitor.monitoring.fleet import ModelMonitor
 from monitor.stream.intake import read_predictions
 from monitor.stream.records import encode_state
-from monitor.stream.worker import BATCH_EVENTS, BATCH_SECONDS
+from monitor.stream.worker import BATCH_FETCHES, BATCH_SECONDS
 
 WARMUP_PER_MODEL = 5000  # ReferenceConfig.warmup_events default
+BATCH_MESSAGES = 500
+"""Messages per batch of the per-message faust row and of the in-process layers (a worker's batch
+holds `BATCH_FETCHES` fetched partitions: from a few messages to a few thousand)."""
 
 
 @dataclass
@@ -83,7 +90,7 @@ def measure_fetch(kafka: KafkaConfig, n: int) -> Layer:
     seen, started, cpu0 = 0, None, 0.0
     deadline = time.monotonic() + 300
     while seen < n and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200, max_records=BATCH_EVENTS).values():
+        for records in consumer.poll(timeout_ms=200, max_records=BATCH_MESSAGES).values():
             if started is None:
                 started, cpu0 = time.perf_counter(), time.process_time()
             seen += len(records)
@@ -92,12 +99,16 @@ def measure_fetch(kafka: KafkaConfig, n: int) -> Layer:
     return Layer("fetch", "kafka-python consumer, records counted", seen, seconds, cpu)
 
 
-def faust_floor(bootstrap: str, topic: str, group: str, n: int) -> None:
+def faust_floor(bootstrap: str, topic: str, group: str, n: int, fetched: bool) -> None:
     """The bare faust app (run in its own process by `measure_faust`): prints
-    `counted N in S s, C CPU s` from its first event to its Nth, then idles until killed."""
+    `counted N in S s, C CPU s` from its first event to its Nth, then idles until killed. With
+    `fetched`, the worker's consumer hands out each partition's records of a fetch at once."""
     import faust
 
     from monitor.kafka.settings import faust_settings
+    from monitor.kafka.topics import POSITIONS_TABLE
+    from monitor.stream.consumer import PositionedConsumer
+    from monitor.stream.positions import InputSequence
 
     kafka = KafkaConfig(bootstrap_servers=bootstrap, profile="embedded", consumer_group=group)
     app = faust.App(
@@ -108,15 +119,21 @@ def faust_floor(bootstrap: str, topic: str, group: str, n: int) -> None:
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
     )
-    source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    batch = BATCH_FETCHES if fetched else BATCH_MESSAGES
+    source = app.topic(topic, key_serializer="raw", value_serializer="raw", maxsize=2 * batch if fetched else None)
+    if fetched:  # what `PositionedConsumer` needs of the worker's app
+        app.Table(POSITIONS_TABLE, default=None, key_type=str, value_type=bytes)
+        app.transport.Consumer = PositionedConsumer
+        app.input_sequence = InputSequence()
+        app.input_topics = {topic}
     counted = [0, 0.0, 0.0]
 
     @app.agent(source)
     async def count(stream):  # type: ignore[no-untyped-def]
-        async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
+        async for events in stream.take_events(batch, within=BATCH_SECONDS):
             if not counted[0]:
                 counted[1:] = [time.perf_counter(), time.process_time()]
-            counted[0] += len(events)
+            counted[0] += sum(len(event.message.records) for event in events) if fetched else len(events)
             if counted[0] >= n:
                 print(
                     f"counted {counted[0]} in {time.perf_counter() - counted[1]:.3f} s, "
@@ -127,10 +144,11 @@ def faust_floor(bootstrap: str, topic: str, group: str, n: int) -> None:
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 
 
-def measure_faust(kafka: KafkaConfig, n: int, work: Path) -> Layer:
-    log = work / "faust-floor.log"
+def measure_faust(kafka: KafkaConfig, n: int, work: Path, *, fetched: bool) -> Layer:
+    how = "fetched" if fetched else "per-message"
+    log = work / f"faust-floor-{how}.log"
     process = subprocess.Popen(
-        [sys.executable, __file__, "faust-floor", kafka.bootstrap_servers, kafka.topics.predictions, str(n)],
+        [sys.executable, __file__, "faust-floor", kafka.bootstrap_servers, kafka.topics.predictions, str(n), how],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -145,7 +163,11 @@ def measure_faust(kafka: KafkaConfig, n: int, work: Path) -> Layer:
         process.terminate()
         process.wait(timeout=30)
     count, seconds, cpu = re.search(r"counted (\d+) in ([\d.]+) s, ([\d.]+) CPU s", text).groups()  # type: ignore[union-attr]
-    return Layer("faust", "bare faust agent, batches counted", int(count), float(seconds), float(cpu))
+    if fetched:
+        name, what = "faust, fetched partitions", f"bare faust agent, the worker's consumer, batches of {BATCH_FETCHES}"
+    else:
+        name, what = "faust, per message", f"bare faust agent, faust's consumer, batches of {BATCH_MESSAGES}"
+    return Layer(name, what, int(count), float(seconds), float(cpu))
 
 
 def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
@@ -156,9 +178,10 @@ def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
         for offset, (key, value) in enumerate(events)
     ]
     started, cpu0 = time.perf_counter(), time.process_time()
-    decoded = [read_predictions(messages[start : start + BATCH_EVENTS]).batch for start in range(0, n, BATCH_EVENTS)]
+    starts = range(0, n, BATCH_MESSAGES)
+    decoded = [read_predictions(messages[start : start + BATCH_MESSAGES]).batch for start in starts]
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
-    decode = Layer("decode", f"`read_predictions`, batches of {BATCH_EVENTS} messages", n, seconds, cpu)
+    decode = Layer("decode", f"`read_predictions`, batches of {BATCH_MESSAGES} messages", n, seconds, cpu)
     batches = [{model_id: batch.take(index) for model_id, index in batch.by_model().items()} for batch in decoded]
     monitors = {model_id: ModelMonitor(model_id, config) for by_model in batches for model_id in by_model}
     spent = {"core": [0.0, 0.0], "state": [0.0, 0.0]}  # wall, CPU seconds
@@ -178,7 +201,7 @@ def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
             encode_state(monitors[model_id].to_state(), {"0": int(batch.positions[-1]) + 1})
         clock("state", started)
         saves += len(by_model)
-    core = Layer("core", f"`ModelMonitor.observe`, batches of {BATCH_EVENTS} grouped by model", n, *spent["core"])
+    core = Layer("core", f"`ModelMonitor.observe`, batches of {BATCH_MESSAGES} grouped by model", n, *spent["core"])
     state = Layer("state", f"`to_state` + msgpack, once per model per batch ({saves:,} saves)", n, *spent["state"])
     return [decode, core, state]
 
@@ -186,7 +209,7 @@ def measure_in_process(events: list[tuple[bytes, bytes]]) -> list[Layer]:
 def table(layers: list[Layer], workers: list[Layer]) -> list[str]:
     """One row per layer, then the workers; shares are of the first worker's CPU per event."""
     worker = workers[0]
-    parts = [layer for layer in layers if layer.name != "fetch"]
+    parts = [layer for layer in layers if layer.name not in ("fetch", "faust, per message")]
     summed = sum(layer.cpu_ms for layer in parts)
     rows = [
         "| layer | measures | events | seconds | events/s | CPU ms/event | share of the first worker's CPU |",
@@ -198,7 +221,7 @@ def table(layers: list[Layer], workers: list[Layer]) -> list[str]:
             f"{layer.cpu_ms:.3f} | {100 * layer.cpu_ms / worker.cpu_ms:.0f}% |"
         )
     rows.append(
-        f"| faust + decode + core + state | the layers summed | | | {1000 / summed:,.0f} | {summed:.3f} | "
+        f"| faust, fetched + decode + core + state | the layers summed | | | {1000 / summed:,.0f} | {summed:.3f} | "
         f"{100 * summed / worker.cpu_ms:.0f}% |"
     )
     return rows
@@ -219,7 +242,8 @@ def main() -> int:
             producer = fast_producer(kafka)
             publish(producer, kafka.topics.predictions, events)
             producer.close()
-            layers = [measure_fetch(kafka, args.events), measure_faust(kafka, args.events, work)]
+            layers = [measure_fetch(kafka, args.events)]
+            layers += [measure_faust(kafka, args.events, work, fetched=fetched) for fetched in (False, True)]
         layers += measure_in_process(events)
         default = KafkaConfig().checkpoint_seconds
         workers = []
@@ -252,7 +276,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["faust-floor"]:
-        bootstrap, topic, n = sys.argv[2:5]
-        faust_floor(bootstrap, topic, "budget-faust-floor", int(n))
+        bootstrap, topic, n, how = sys.argv[2:6]
+        faust_floor(bootstrap, topic, f"budget-faust-floor-{how}", int(n), fetched=how == "fetched")
     else:
         sys.exit(main())

@@ -301,20 +301,21 @@ class WorkerAgents:
         return entry
 
     async def _taken(self, events: list[Any], point: Checkpoint) -> list[Any]:
-        """The messages of a batch an agent handles, in order: each the next one of its partition
-        (`InputSequence`), noted in `point` as reached. A message past a gap faust left is dropped
-        and the partition sought back."""
+        """The records of a batch an agent handles, in order: each the next one of its partition
+        (`InputSequence`), noted in `point` as reached. Each event brings one partition's records
+        of a fetch (`consumer.FetchedRecords`). A record past a gap faust left is dropped and the
+        partition sought back."""
         messages = []
         for event in events:
-            message = event.message
-            partition = (message.topic, message.partition)
-            verdict = self.sequence.admit(partition, message.offset, time.monotonic())
-            if verdict is Verdict.SEEK:
-                self.metrics.input_reseeks.labels(topic=message.topic).inc()
-                await self.app.consumer.seek_back(partition, self.sequence.next[partition])
-            if verdict is Verdict.TAKE:
-                point.reached[partition] = message.offset + 1
-                messages.append(message)
+            for message in event.message.records:
+                partition = (message.topic, message.partition)
+                verdict = self.sequence.admit(partition, message.offset, time.monotonic())
+                if verdict is Verdict.SEEK:
+                    self.metrics.input_reseeks.labels(topic=message.topic).inc()
+                    await self.app.consumer.seek_back(partition, self.sequence.next[partition])
+                if verdict is Verdict.TAKE:
+                    point.reached[partition] = message.offset + 1
+                    messages.append(message)
         return messages
 
     async def _dead_letter(self, refused: list[Refused]) -> None:

@@ -14,27 +14,18 @@ that way (the soak in tests/production/test_reliability.py). So the worker keeps
   offset first).
 - After each batch, once everything it changed is acknowledged by the broker, the worker writes
   where each of the batch's partitions resumes (table `POSITIONS_TABLE`).
-- `PositionedConsumer` resumes every input partition there after a (re)assignment, not at the
-  committed offset. What lies between the saved position and the states (saved just before it)
-  is read again and skipped as a replay.
+- `PositionedConsumer` (`monitor.stream.consumer`) resumes every input partition there after a
+  (re)assignment, not at the committed offset. What lies between the saved position and the
+  states (saved just before it) is read again and skipped as a replay.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import re
-import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from aiokafka import TopicPartition
-from aiokafka.errors import CorruptRecordException
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-
-from monitor.kafka.topics import POSITIONS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -193,163 +184,6 @@ class InputSequence:
         return found
 
 
-CAREFUL_RECORDS = 1000
-"""Records read one at a time per fetch while looking for the one that cannot be read."""
-UNREADABLE = (CorruptRecordException,)
-"""What the Kafka client raises for records it cannot read, naming their partition."""
-_NAMED_PARTITION = re.compile(r"TopicPartition\(topic='([^']*)', partition=(\d+)\)")
-
-
-def unreadable_partition(error: BaseException) -> TopicPartition | None:
-    """The partition an unreadable-record error names (aiokafka names it in the message).
-
-    >>> unreadable_partition(CorruptRecordException("Invalid CRC - TopicPartition(topic='t', partition=1)"))
-    TopicPartition(topic='t', partition=1)
-    """
-    found = _NAMED_PARTITION.search(str(error))
-    return TopicPartition(found[1], int(found[2])) if found else None
-
-
-async def _seek(consumer: Any, tp: TopicPartition, offset: int) -> None:
-    """Move the client's position (in faust's consumer thread) without faust's read offset, which
-    would drop the records handed out below it."""
-    consumer.seek(tp, offset)
-
-
 def position_records(reached: Mapping[Partition, int]) -> dict[str, tuple[int, bytes]]:
     """`POSITIONS_TABLE` records (key -> changelog partition, value) for the next offsets `reached`."""
     return {f"{topic}:{partition}": (partition, b"%d" % offset) for (topic, partition), offset in reached.items()}
-
-
-class _ReadOffsets(dict):
-    """faust's read offset per partition (`Consumer._read_offset`; its fetch loop drops a record
-    below it and then sets it to the record's offset), held at the offset a partition was sought
-    to (`pinned`: a resume or a seek back) until the fetch loop delivers that offset.
-
-    Without the hold the seek back did not take: the rest of a batch fetched before the seek
-    still went through the fetch loop and moved the read offset past the offset sought, so the
-    loop dropped the records read again, and a partition stalled for seconds (the soak in
-    tests/production/test_reliability.py logged stalls of 10-14 s on every input)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pinned: dict[Any, int] = {}
-
-    def __missing__(self, partition: Any) -> None:
-        return None
-
-    def pin(self, partition: Any, offset: int) -> None:
-        self.pinned[partition] = offset
-        super().__setitem__(partition, offset)
-
-    def __setitem__(self, partition: Any, offset: int | None) -> None:
-        pinned = self.pinned.get(partition)
-        if pinned is not None:
-            if offset != pinned:
-                return
-            del self.pinned[partition]
-        super().__setitem__(partition, offset)
-
-
-class PositionedConsumer(AIOKafkaConsumer):
-    """faust's Kafka consumer, seeking each input partition to its saved position
-    (`POSITIONS_TABLE`, recovered from its changelog before faust seeks) instead of the committed
-    offset, and telling `app.input_sequence` where each input partition resumes.
-
-    A saved position is trusted even past the end of its partition (the embedded broker reads
-    the end low, BROKER.md). So when a log is reset under a running worker (an embedded broker
-    restarted empty, a topic deleted and recreated), its messages below the saved position are
-    dropped as seen (`Verdict.SEEN`): reset the consumer group's offsets and restart the worker,
-    as for any reset log.
-
-    An input partition with no saved position is read from its start, not from the committed
-    offset: faust may have committed messages no agent took before any position was saved (in
-    the soak, the `joined` partitions of a worker killed before it counted an outcome), and the
-    states skip what they have counted. The changelogs seek to the committed offset as faust
-    does. Install with `app.transport.Consumer = PositionedConsumer` before the app starts."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._read_offset = _ReadOffsets()
-
-    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
-        """faust's fetch, but a record the client cannot read is skipped, not raised.
-
-        aiokafka raises `CorruptRecordException` for a fetch that holds a batch failing its CRC
-        check (the broker keeps it as written), handing out none of the fetch's records. Raised
-        here, it stopped faust's fetcher and the worker; restarted, the worker fetched the same
-        batch and stopped again. Now the partition is read one record at a time
-        (`_read_up_to_unreadable`) up to the one that cannot be read. An error that names no
-        partition is raised as before: aiokafka's `UnsupportedCodecError` names none, and cannot
-        happen for gzip, snappy, lz4 or zstd (cramjam is a dependency)."""
-        try:
-            return await super()._getmany(active_partitions, timeout)
-        except UNREADABLE as error:
-            tp = unreadable_partition(error)
-            if tp is None:
-                raise
-            return await self._read_up_to_unreadable(tp)
-
-    async def _read_up_to_unreadable(self, tp: TopicPartition) -> dict[TopicPartition, list[Any]]:
-        """The records of `tp` before the first one the client cannot read, fetched one at a time
-        (the client raises for a whole fetch, so this finds the offset that fails). That record
-        is skipped: the consumer goes on after it, `app.input_sequence` takes the gap as no gap,
-        and `app.on_unreadable` counts it and dead-letters where it was (its bytes cannot be had).
-        At most `CAREFUL_RECORDS` records per call: the next fetch fails again and goes on here."""
-        thread = self._thread
-        consumer = thread._ensure_consumer()
-        records: list[Any] = []
-        while len(records) < CAREFUL_RECORDS:
-            try:
-                got = await thread.call_thread(consumer.getmany, tp, timeout_ms=1000, max_records=1)
-            except UNREADABLE as error:
-                offset = await thread.position(tp)
-                await thread.call_thread(_seek, consumer, tp, offset + 1)
-                self.app.input_sequence.skip((tp.topic, tp.partition), offset)
-                await self.app.on_unreadable((tp.topic, tp.partition), offset, error)
-                break
-            if not got:
-                break
-            records += got[tp]
-        return {tp: records} if records else {}
-
-    async def seek_back(self, partition: Partition, offset: int) -> None:
-        """Seek an input partition back to `offset` (a message faust did not deliver), through
-        faust's consumer thread (aiokafka is not thread-safe)."""
-        tp = TopicPartition(*partition)
-        await self.seek_wait({tp: offset})
-        self._read_offset.pin(tp, offset)
-
-    def _saved(self, partitions: Iterable[Any]) -> dict[Any, int]:
-        data = self.app.tables[POSITIONS_TABLE].data
-        keys = {tp: f"{tp.topic}:{tp.partition}" for tp in partitions}
-        return {tp: int(data[key]) for tp, key in keys.items() if key in data}
-
-    async def seek_to_committed(self) -> dict[Any, int]:
-        sequence: InputSequence = self.app.input_sequence
-        thread = self._thread
-        consumer = thread._ensure_consumer()
-        assigned = consumer.assignment()
-        inputs = {tp for tp in assigned if tp.topic in self.app.input_topics}
-        saved = self._saved(inputs)
-        for tp in inputs:  # the seeks below set the read offsets
-            self._read_offset.pinned.pop(tp, None)
-        unsaved = inputs - saved.keys()
-        resumed = {**saved, **(await self.earliest_offsets(*unsaved) if unsaved else {})}
-        others = assigned - inputs
-        committed = dict(await thread.call_thread(consumer.seek_to_committed, *others)) if others else {}
-        if resumed:
-            await self.seek_wait(resumed)
-            for tp, offset in resumed.items():  # as for a seek back: records fetched before must not undo it
-                self._read_offset.pin(tp, offset)
-        for tp in sorted(inputs):
-            log.info(
-                "%s[%d] resumes at %s %d (committed: %s)",
-                tp.topic,
-                tp.partition,
-                "its saved offset" if tp in saved else "the start of its log (no saved position):",
-                resumed[tp],
-                await thread.call_thread(consumer.committed, tp),
-            )
-        sequence.resume({(tp.topic, tp.partition): offset for tp, offset in resumed.items()}, time.monotonic())
-        return {**committed, **resumed}

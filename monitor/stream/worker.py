@@ -55,17 +55,19 @@ from monitor.kafka.topics import (
 from monitor.observability.metrics import DriftlineMetrics
 from monitor.stream.agents import OutputTopics, WorkerAgents
 from monitor.stream.checkpoints import Checkpointer
-from monitor.stream.positions import InputSequence, PositionedConsumer
+from monitor.stream.consumer import PositionedConsumer
+from monitor.stream.positions import InputSequence
 
 log = logging.getLogger(__name__)
 
-BATCH_EVENTS = 500
-"""At most this many messages per batch of `monitor_models` (one state write per model per batch)."""
+BATCH_FETCHES = 8
+"""At most this many fetched partitions per agent batch (`consumer.FetchedRecords`: each holds
+what one fetch brought of one partition, up to the client's `max_partition_fetch_bytes`)."""
 BATCH_SECONDS = 0.5
 """A batch is processed after this long even when it is not full."""
-JOIN_BATCH_MESSAGES = 50
-"""join-input messages per join batch (each holds up to a whole input batch of items): the join
-writes its partition's store once per batch, so its batches are large."""
+QUEUED_FETCHES = 2 * BATCH_FETCHES
+"""Fetched partitions an agent's stream holds before faust stops fetching its partitions (faust's
+default, `stream_buffer_maxsize` 4,096, counts messages, not fetches of up to a megabyte)."""
 TIMER_SECONDS = 2.0
 """How often the timer closes quiet windows, flushes evaluators and refreshes metrics."""
 RECOVERY_BUFFER_RECORDS = 8
@@ -93,12 +95,12 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
     internal = internal_topics(kafka)
 
     # -- topics: values are raw bytes, decoded by `intake` or `records`, never by faust
-    def raw_topic(*names: str) -> faust.TopicT:
-        return app.topic(*names, key_serializer="raw", value_serializer="raw")
+    def raw_topic(*names: str, maxsize: int | None = None) -> faust.TopicT:
+        return app.topic(*names, key_serializer="raw", value_serializer="raw", maxsize=maxsize)
 
-    model_input = raw_topic(kafka.topics.predictions, internal.joined)
-    outcomes_topic = raw_topic(kafka.topics.outcomes)
-    join_input = raw_topic(internal.join_input)
+    model_input = raw_topic(kafka.topics.predictions, internal.joined, maxsize=QUEUED_FETCHES)
+    outcomes_topic = raw_topic(kafka.topics.outcomes, maxsize=QUEUED_FETCHES)
+    join_input = raw_topic(internal.join_input, maxsize=QUEUED_FETCHES)
     joined_topic = raw_topic(internal.joined)
     alerts_topic = raw_topic(kafka.topics.alerts)
     dead_letter_topic = raw_topic(kafka.topics.dead_letter)
@@ -144,17 +146,17 @@ def build_app(config: MonitorConfig, registry: CollectorRegistry | None = None) 
 
     @app.agent(model_input)
     async def monitor_models(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
+        async for events in stream.take_events(BATCH_FETCHES, within=BATCH_SECONDS):
             await agents.monitor_models(events)
 
     @app.agent(outcomes_topic)
     async def forward_outcomes(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
+        async for events in stream.take_events(BATCH_FETCHES, within=BATCH_SECONDS):
             await agents.forward_outcomes(events)
 
     @app.agent(join_input)
     async def join_outcomes(stream: Any) -> None:
-        async for events in stream.take_events(JOIN_BATCH_MESSAGES, within=BATCH_SECONDS):
+        async for events in stream.take_events(BATCH_FETCHES, within=BATCH_SECONDS):
             await agents.join_outcomes(events)
 
     @app.timer(TIMER_SECONDS)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from monitor.stream.positions import GAP_SECONDS, RESEEK_SECONDS, STALL_SECONDS, InputSequence, Verdict, _ReadOffsets
+from monitor.stream.consumer import _ReadOffsets
+from monitor.stream.positions import GAP_SECONDS, RESEEK_SECONDS, STALL_SECONDS, InputSequence, Verdict
 
 P = ("predictions", 0)
 
