@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from monitor.contracts.batch import PredictionBatch  # noqa: E402
 from monitor.contracts.config import MonitorConfig  # noqa: E402
-from monitor.contracts.events import OutcomeEvent, PredictionEvent  # noqa: E402
+from monitor.contracts.events import OutcomeEvent, PredictionEvent, RequestStatus  # noqa: E402
 from monitor.evaluation.evaluator import ModelEvaluator  # noqa: E402
 from monitor.evaluation.join import JoinStore  # noqa: E402
 
@@ -172,7 +172,7 @@ def throughput(data: Data, config: MonitorConfig, repeat: int) -> list[tuple[str
             model_id="churn", model_version=data.versions[i], prediction_id=data.ids[i],
             timestamp=datetime.fromtimestamp(T0 + i, UTC), features={}, prediction=data.predictions[i],
             probabilities={"0": 1 - data.p1[i], "1": data.p1[i]}, slices=data.slices[i],
-            latency_ms=12.5, request_status="ok",
+            latency_ms=12.5, request_status=RequestStatus.ok,
         )
         for i in range(m)
     ]  # fmt: skip
