@@ -10,8 +10,9 @@ each batch an agent takes to a method here:
   partition;
 - `close_quiet_windows` (the timer): event time moves on for quiet models too.
 
-Messages become columnar batches in `intake`; invalid input goes to the dead letters, never
-stops an agent; states and positions are saved by `checkpoints`.
+Messages become columnar batches in `intake`, without the raw values of features marked `pii`;
+invalid input goes to the dead letters, never stops an agent; states and positions are saved by
+`checkpoints`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import faust
 from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import MonitorConfig
 from monitor.contracts.deadletter import DeadLetter, DeadLetterReason, DeadLetterSource
+from monitor.contracts.privacy import PrivacyPolicy
 from monitor.evaluation.join import JoinedOutcome, JoinStore
 from monitor.monitoring.fleet import ModelMonitor, RaisedAlert
 from monitor.observability.metrics import DriftlineMetrics
@@ -86,6 +88,9 @@ class WorkerAgents:
         self.sequence = sequence
         self.joined_topic_name = joined_topic_name
         self.partitions = config.kafka.partitions
+        self.privacy = PrivacyPolicy.from_config(config)
+        """Features marked `pii` leave the events as they are decoded (`intake`): no state, record
+        sent on, alert or dead letter holds their raw values."""
         self.models: dict[str, StateEntry] = {}
         self.joins: dict[str, StateEntry] = {}
         # model_checkpoint's lock: monitor_models and the timer change the same model monitors
@@ -118,7 +123,7 @@ class WorkerAgents:
                     entry.covered[source] = position + 1
                     outcomes[joined.model_id][0].append(joined)
                     outcomes[joined.model_id][1].append(message.offset)
-            intake = read_predictions(prediction_messages, self.config.limits)
+            intake = read_predictions(prediction_messages, self.config.limits, self.privacy)
             await self._dead_letter(intake.refused)
             predictions: dict[str, PredictionBatch] = {}
             for model_id, index in intake.batch.by_model().items():
@@ -163,7 +168,7 @@ class WorkerAgents:
         state: a replay sends duplicates, which the join counts and drops (first outcome wins)."""
         point = self.outcome_checkpoint
         async with point.lock:
-            intake = read_outcomes(await self._taken(events, point), self.config.limits)
+            intake = read_outcomes(await self._taken(events, point), self.config.limits, self.privacy)
             await self._dead_letter(intake.refused)
             for partition, value in join_input_messages("o", outcome_items(intake.batch), self.partitions):
                 await self.topics.join_input.send(partition=partition, value=value)
