@@ -30,6 +30,18 @@ def _config(path: Path | None):
         raise click.ClickException(_one_line(str(exc))) from None
 
 
+def _privacy(config, *, references: bool = True):
+    """The configuration's privacy policy (`pii` markings and their key), checked before a command
+    reads or writes anything: a missing key or a reference holding raw values stops it in one
+    line. `references=False` for `driftline reference`, which rebuilds one."""
+    from monitor.contracts.privacy import PrivacyPolicy
+
+    try:
+        return PrivacyPolicy.from_config(config, references=references)
+    except ConfigError as exc:
+        raise click.ClickException(_one_line(str(exc))) from None
+
+
 class _InputFile(click.Path):
     """An existing, readable file. A bad one fails in one line (`Error: Invalid value for '--input':
     File 'x.csv' does not exist.`), not with click's usage screen: it is the input that is
@@ -150,6 +162,7 @@ def reference(
     from monitor.core.training_data import read_rows
 
     config = _config(config_path)
+    privacy = _privacy(config, references=False)
     model = config.model(model_id)
     builder = ReferenceBuilder(
         model_id,
@@ -164,7 +177,7 @@ def reference(
         with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("reading rows", total=None)
             for i, (row, prediction) in enumerate(read_rows(input_path, names, prediction_column)):
-                builder.add(row, prediction)
+                builder.add(privacy.features(model_id, row) if privacy.active else row, prediction)
                 if i % 10_000 == 0:
                     progress.update(task, completed=i)
         profile = builder.build()
@@ -233,6 +246,7 @@ def replay(
     from monitor.replay import replay as run_replay
 
     config = _config(config_path)
+    _privacy(config)
     dead_letters_out = _output(dead_letters_out or alerts_out.with_suffix(".dead-letters.jsonl"))
     _collect_garbage_for_batches()
     try:
@@ -289,6 +303,7 @@ def worker(config_path: Path | None, loglevel: str, wait_seconds: float) -> None
     from monitor.stream.worker import run_worker
 
     config = _config(config_path)
+    _privacy(config)
     _ensure_topics(config.kafka, wait_seconds)  # the worker makes them too: this is where a missing broker shows
     _collect_garbage_for_batches()
     run_worker(config, loglevel=loglevel)
