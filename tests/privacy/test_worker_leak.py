@@ -6,7 +6,6 @@ admin client and read back whole), nor in the worker's log, its `/metrics` or an
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import random
 import time
@@ -19,7 +18,6 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from worker_support import log_tail, metrics_port, start_worker, stop_worker
 
-import monitor.stream.agents
 from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.config import KafkaConfig, MonitorConfig
 from monitor.contracts.privacy import PII_KEY_ENV, PrivacyPolicy
@@ -33,18 +31,7 @@ KEY = "a-test-key-of-forty-characters-at-least!"
 WARMUP, WINDOW, EVENTS, SHIFT_AT = 500, 200, 1500, 900
 MARKS = {"email": {"pii": "hash"}, "ssn": {"pii": "drop"}}
 
-WORKER_APPLIES_POLICY = "PrivacyPolicy" in inspect.getsource(monitor.stream.agents)
-"""The worker hands the policy to `intake` (monitor/stream/agents.py); until it does, this test
-fails, and is expected to (strict: once the worker applies it, the test must pass)."""
-
-pytestmark = [
-    pytest.mark.broker,
-    pytest.mark.xfail(
-        not WORKER_APPLIES_POLICY,
-        strict=True,
-        reason="monitor/stream/agents.py does not pass the PrivacyPolicy to read_predictions/read_outcomes yet",
-    ),
-]
+pytestmark = pytest.mark.broker
 
 
 def _email(k: int) -> str:
