@@ -199,7 +199,9 @@ class PositionedConsumer(AIOKafkaConsumer):
         batch and stopped again. Now the partition is read one record at a time
         (`_read_up_to_unreadable`) up to the one that cannot be read. An error that names no
         partition is raised as before: aiokafka's `UnsupportedCodecError` names none, and cannot
-        happen for gzip, snappy, lz4 or zstd (cramjam is a dependency)."""
+        happen: cramjam (a dependency) reads gzip, snappy, lz4 and zstd, and the broker refuses a
+        batch in a codec Kafka does not define (the embedded broker answers the producer with an
+        error; tried with a batch naming codec 5)."""
         try:
             return await super()._getmany(active_partitions, timeout)
         except UNREADABLE as error:
