@@ -1,10 +1,10 @@
-"""Pack a model's events into batch envelopes (`monitor.contracts.envelope`) before they are sent.
+"""Pack events into batch envelopes (`monitor.contracts.envelope`) before they are sent.
 
-One Kafka message per prediction costs the worker a record, a faust event and an ack each; one
-message per batch of a model's predictions costs them once. `EnvelopePacker` holds each key's
-events until `max_events` of them, `max_bytes` of them, or `linger_ms` since the first; each
-event gets a future that the envelope's delivery resolves. No broker here: the publisher sends
-what the packer hands over.
+One Kafka message per event costs the worker a record and its decoding each; one message per
+batch of events bound for the same place (a model's predictions, the outcomes of one partition)
+costs them once. `EnvelopePacker` holds each key's events until `max_events` of them,
+`max_bytes` of them, or `linger_ms` since the first; each event gets a future that the
+envelope's delivery resolves. No broker here: the publisher sends what the packer hands over.
 
 >>> packer = EnvelopePacker(max_events=2, linger_ms=20)
 >>> first, ready = packer.add("fraud", b'{"n": 1}', now=0.0)
@@ -18,6 +18,7 @@ what the packer hands over.
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -26,8 +27,9 @@ from monitor.contracts.envelope import BATCH_VERSION, MAX_ENVELOPE_EVENTS
 _HEAD = b'{"batch_version":%d,"events":[' % BATCH_VERSION
 _TAIL = b"]}"
 
-Packed = tuple[str, bytes, list["Future[object]"]]
-"""A full envelope: its key, its bytes, one future per event in it."""
+Packed = tuple[Hashable, bytes, list["Future[object]"]]
+"""A full envelope: its key (where it goes: the publisher's topic, Kafka key and partition), its
+bytes, one future per event in it."""
 
 
 @dataclass(slots=True)
@@ -48,10 +50,10 @@ class EnvelopePacker:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.linger = linger_ms / 1000
-        self._open: dict[str, _Open] = {}
+        self._open: dict[Hashable, _Open] = {}
         self._lock = threading.Lock()
 
-    def add(self, key: str, raw: bytes, *, now: float) -> tuple[Future[object], list[Packed]]:
+    def add(self, key: Hashable, raw: bytes, *, now: float) -> tuple[Future[object], list[Packed]]:
         """Hold `raw` under `key`. Returns its future and the envelopes now full (the one it
         closed, or the one it did not fit in)."""
         future: Future[object] = Future()
@@ -86,6 +88,6 @@ class EnvelopePacker:
         with self._lock:
             return sum(len(held.raws) for held in self._open.values())
 
-    def _close(self, key: str) -> Packed:
+    def _close(self, key: Hashable) -> Packed:
         held = self._open.pop(key)
         return key, _HEAD + b",".join(held.raws) + _TAIL, held.futures

@@ -21,12 +21,14 @@ blocks, and a broker that does not answer within `bootstrap_timeout_ms` (10 s) m
 raise `BrokerUnreachable`, one line naming the servers. Sending is asynchronous and batched:
 a model's predictions are packed into one message of up to `batch_events` (100) events, a batch
 envelope (`schemas/event_envelope.json`), sent when full or `batch_linger_ms` (20 ms) after its
-first event, and on `flush` and `close`; a worker then handles a message per hundred
-predictions instead of one each. `batch_events=1` sends one event per message. Each call
-returns a future for callers that want to wait: `publish_prediction`'s is a
-`concurrent.futures.Future` resolved when the envelope holding the event is acknowledged,
-`publish_outcome`'s is kafka-python's. Predictions are keyed by `model_id` (one worker owns a
-model), outcomes by `prediction_id` (co-partitioned with the join). Security settings (SASL,
+first event, and on `flush` and `close`; a worker then handles a message per hundred events
+instead of one each. Outcomes are packed the same way, per partition of the outcomes topic.
+`batch_events=1` sends one event per message. Each call returns a future for callers that want
+to wait: a `concurrent.futures.Future` resolved when the envelope holding the event is
+acknowledged (kafka-python's own future with `batch_events=1`). Predictions are keyed by
+`model_id` (one worker owns a model). An outcome goes to the partition its `prediction_id`
+hashes to, as it would alone keyed by it, so two outcomes of one prediction stay in order (the
+worker keeps the first). Security settings (SASL,
 SSL) come from `KafkaConfig`, whose password is read from the environment
 (`DRIFTLINE_KAFKA__SASL_PASSWORD`).
 
@@ -45,6 +47,7 @@ from typing import Any
 
 import kafka.errors
 from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
 from kafka.producer.future import FutureRecordMetadata
 
 from monitor.client.events import outcome_record, prediction_record
@@ -60,6 +63,10 @@ _UNREACHABLE = tuple(
 )
 """What building a kafka-python producer raises when no broker answers: `KafkaTimeoutError`
 (kafka-python 3), `NoBrokersAvailable` (before 3)."""
+
+Destination = tuple[str, bytes | None, int | None]
+"""Where an envelope goes: topic, Kafka key (a prediction's: its model id), partition (an
+outcome's: the one its prediction id hashes to)."""
 
 PUBLISHER_DEFAULTS: dict[str, Any] = {
     "client_id": "driftline-publisher",
@@ -87,8 +94,9 @@ class DriftlinePublisher:
     arguments left over go to `kafka.KafkaProducer` and win over everything else, e.g.
     `linger_ms=20` or `compression_type="gzip"`. Thread-safe, like the producer under it.
 
-    `batch_events`, `batch_bytes` and `batch_linger_ms` bound a model's envelope of predictions
-    (`monitor.client.packing`); `batch_events=1` sends each prediction alone.
+    `batch_events`, `batch_bytes` and `batch_linger_ms` bound an envelope: a model's predictions,
+    or outcomes bound for one partition (`monitor.client.packing`); `batch_events=1` sends each
+    event alone.
 
     Building the publisher checks the settings (a SASL protocol without its user fails here)
     but does not connect: the producer is made on the first send, or when `producer` is read.
@@ -188,15 +196,7 @@ class DriftlinePublisher:
         )
         if self._packer is None:
             return self._send(self.predictions_topic, model_id, raw)
-        self._connected()  # an unreachable broker fails this call, not a later one
-        self._linger()
-        with self._sending:
-            future, ready = self._packer.add(model_id, raw, now=time.monotonic())
-            with self._lock:
-                self._sent += 1
-            for packed in ready:
-                self._send_envelope(packed)
-        return future
+        return self._pack((self.predictions_topic, model_id.encode("utf-8"), None), raw)
 
     def publish_outcome(
         self,
@@ -205,15 +205,35 @@ class DriftlinePublisher:
         label: bool | int | float | str,
         timestamp: datetime | str | None = None,
         model_id: str | None = None,
-    ) -> FutureRecordMetadata:
-        """Validate one outcome and send it to the outcomes topic, keyed by `prediction_id`.
+    ) -> Future[object] | FutureRecordMetadata:
+        """Validate one outcome and send it to the outcomes topic, in the next envelope of the
+        partition `prediction_id` hashes to (alone, keyed by `prediction_id`, with
+        `batch_events=1`).
 
         `timestamp` is when the outcome became known (now, UTC, when omitted). Giving
         `model_id` lets the worker account for the label even if its prediction expired."""
         raw, _ = outcome_record(
             prediction_id=prediction_id, label=label, timestamp=timestamp, model_id=model_id, limits=self.limits
         )
-        return self._send(self.outcomes_topic, prediction_id, raw)
+        if self._packer is None:
+            return self._send(self.outcomes_topic, prediction_id, raw)
+        partitions = sorted(self._connected().partitions_for(self.outcomes_topic))
+        hashed = murmur2(prediction_id.encode("utf-8")) & 0x7FFFFFFF  # Kafka's default for a keyed record
+        return self._pack((self.outcomes_topic, None, partitions[hashed % len(partitions)]), raw)
+
+    def _pack(self, destination: Destination, raw: bytes) -> Future[object]:
+        """Hold `raw` in the envelope bound for `destination` (topic, key, partition); send the
+        envelopes that filled up."""
+        self._connected()  # an unreachable broker fails this call, not a later one
+        self._linger()
+        assert self._packer is not None
+        with self._sending:
+            future, ready = self._packer.add(destination, raw, now=time.monotonic())
+            with self._lock:
+                self._sent += 1
+            for packed in ready:
+                self._send_envelope(packed)
+        return future
 
     def _connected(self) -> KafkaProducer:
         producer = self._producer
@@ -243,27 +263,24 @@ class DriftlinePublisher:
 
     def _send_envelope(self, packed: Packed) -> None:
         """Send one envelope; its delivery (or failure) resolves each event's future."""
-        key, value, futures = packed
+        destination, value, futures = packed
+        topic, key, partition = destination
         try:
-            sent = self._connected().send(self.predictions_topic, value=value, key=key.encode("utf-8"))
+            sent = self._connected().send(topic, value=value, key=key, partition=partition)
         except Exception as exc:
-            self._envelope_failed(futures, key, exc)
+            self._envelope_failed(futures, destination, exc)
             raise
         sent.add_callback(lambda metadata: [future.set_result(metadata) for future in futures])
-        sent.add_errback(lambda exc: self._envelope_failed(futures, key, exc))
+        sent.add_errback(lambda exc: self._envelope_failed(futures, destination, exc))
 
-    def _envelope_failed(self, futures: list[Future[object]], key: str, exc: BaseException) -> None:
+    def _envelope_failed(self, futures: list[Future[object]], destination: Destination, exc: BaseException) -> None:
         with self._lock:
             self._failed += len(futures)
         for future in futures:
             future.set_exception(exc)
-        log.error(
-            "driftline: an envelope of %d events for %s (key %r) was not delivered: %s",
-            len(futures),
-            self.predictions_topic,
-            key,
-            exc,
-        )
+        topic, key, partition = destination
+        to = f"key {key.decode(errors='replace')!r}" if key is not None else f"partition {partition}"
+        log.error("driftline: an envelope of %d events for %s (%s) was not delivered: %s", len(futures), topic, to, exc)
 
     def _linger(self) -> None:
         """Start the thread that sends envelopes `batch_linger_ms` after their first event."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
 
 from monitor.client import DriftlinePublisher, InvalidEvent
 from monitor.contracts.config import KafkaConfig
@@ -93,7 +94,8 @@ def test_predictions_and_outcomes_arrive_keyed_and_intact(kafka_config):
     for record, value in outcomes:
         assert orjson.loads(value)["schema_version"] == "1.0"
         event = decode_outcome(value)
-        assert record.key == event.prediction_id.encode()
+        # in envelopes, on the partition the outcome would take alone, keyed by its prediction id
+        assert record.partition == (murmur2(event.prediction_id.encode()) & 0x7FFFFFFF) % kafka_config.partitions
         assert sent_outcomes.pop(event.prediction_id) == event.label
         assert event.timestamp == T0 + timedelta(hours=1)
 
@@ -153,7 +155,7 @@ def test_an_oversize_event_is_refused_before_sending():
 def test_timestamp_defaults_to_now_in_utc(kafka_config):
     before = datetime.now(UTC)
     with DriftlinePublisher(kafka_config) as publisher:
-        publisher.publish_outcome(prediction_id="p1", label="spam", model_id="mail").get(timeout=10)
+        publisher.publish_outcome(prediction_id="p1", label="spam", model_id="mail").result(timeout=10)
     ((_, value),) = _read_all(kafka_config, kafka_config.topics.outcomes, expected=1)
     event = decode_outcome(value)
     assert before <= event.timestamp <= datetime.now(UTC)
@@ -202,7 +204,7 @@ def test_closing_with_the_broker_gone_drops_what_it_holds_and_leaks_nothing(stop
     whatever test runs then). The publisher closes it for good and counts what was dropped."""
     holder = {"publisher": DriftlinePublisher(bootstrap_servers=stoppable_broker.bootstrap_servers, retries=1000)}
     publisher = holder["publisher"]
-    publisher.publish_outcome(prediction_id="p-0", label=1).get(timeout=10)  # connected, metadata known
+    publisher.publish_outcome(prediction_id="p-0", label=1).result(timeout=10)  # connected, metadata known
     stoppable_broker.stop()
     for i in range(1, 4):
         publisher.publish_outcome(prediction_id=f"p-{i}", label=1)
@@ -249,12 +251,34 @@ def test_a_models_predictions_travel_in_envelopes_of_at_most_batch_events(kafka_
     assert {metadata.offset for metadata in delivered} == set(envelopes)
 
 
-def test_batch_events_1_sends_each_prediction_alone(kafka_config):
+def test_outcomes_travel_in_envelopes_per_partition_in_order(kafka_config):
+    """Each outcome lands where it would alone (keyed by its prediction id), so the outcomes of one
+    prediction keep their order, and the worker handles a message per envelope."""
+    ensure_topics(kafka_config)
+    with DriftlinePublisher(kafka_config, batch_events=50) as publisher:
+        futures = [publisher.publish_outcome(prediction_id=f"p{i % 150}", label=i // 150) for i in range(300)]
+        delivered = [future.result(timeout=10) for future in futures]
+    events = _read_all(kafka_config, kafka_config.topics.outcomes, expected=300)
+    labels: dict[str, list[int]] = {}
+    for record, value in events:
+        event = decode_outcome(value)
+        assert record.partition == (murmur2(event.prediction_id.encode()) & 0x7FFFFFFF) % kafka_config.partitions
+        labels.setdefault(event.prediction_id, []).append(event.label)
+    assert labels == {f"p{i}": [0, 1] for i in range(150)}  # both outcomes of each prediction, in order
+    envelopes = {(record.partition, record.offset) for record, _ in events}
+    assert len(envelopes) < 300 / 10  # packed: a few envelopes per partition, not 300 messages
+    assert {(metadata.partition, metadata.offset) for metadata in delivered} == envelopes
+
+
+def test_batch_events_1_sends_each_event_alone(kafka_config):
     ensure_topics(kafka_config)
     with DriftlinePublisher(kafka_config, batch_events=1) as publisher:
         for i in range(3):
             publisher.publish_prediction(
                 model_id="m", prediction_id=f"p{i}", model_version="v1", features={"x": 1.0}, prediction=0
             ).get(timeout=10)
-    events = _read_all(kafka_config, kafka_config.topics.predictions, expected=3)
-    assert [record.value for record, _ in events] == [value for _, value in events]
+            publisher.publish_outcome(prediction_id=f"p{i}", label=1).get(timeout=10)
+    for topic in (kafka_config.topics.predictions, kafka_config.topics.outcomes):
+        events = _read_all(kafka_config, topic, expected=3)
+        assert [record.value for record, _ in events] == [value for _, value in events]
+    assert [record.key for record, _ in events] == [f"p{i}".encode() for i in range(3)]
