@@ -219,11 +219,13 @@ def _progress(handled: dict[str, float], expected: dict[str, int], seconds: floa
 
 def _publish(config: MonitorConfig, events: list[dict[str, Any]]) -> None:
     """The simulated service: every event through the producer API, in event-time order, one
-    event per message. With the publisher's envelopes the worker takes the predictions about
-    100x faster than the outcomes, which take three hops (outcomes, join, joined); replaying a
-    whole day at once, pricing-model's evaluation windows could all close before its outcomes
-    were joined, and its canary check, which counts the outcomes joined during the last windows,
-    then never ran with them (seen once in ten runs)."""
+    event per message. The demo replays a whole day at once: with the publisher's envelopes the
+    worker takes a model's predictions in a few large batches, while the outcomes take three
+    hops (outcomes, join, joined) of up to half a second each, so pricing-model's evaluation
+    windows could all close before its outcomes were joined, and its canary check, which counts
+    the outcomes joined during the last windows, then never ran with them (2 runs in 4, with
+    outcomes in envelopes too). A live service's outcomes come hours after its predictions, and
+    windows keep closing."""
     with DriftlinePublisher(config.kafka, batch_events=1) as publisher:
         for event in events:
             fields = {k: v for k, v in event.items() if k != "schema_version"}
