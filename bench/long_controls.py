@@ -85,7 +85,8 @@ def product_budget(base: dict, kind: str, features: int, models: int, events: in
     config = MonitorConfig.model_validate(base)
     model = config.model("m0")
     n_detectors = count_detectors(model, types)
-    per_feature = len(model.detectors.numeric if kind == "numeric" else model.detectors.categorical)
+    names = model.detectors.numeric if kind == "numeric" else model.detectors.categorical
+    per_feature = len(names)
     n_feature = per_feature * features
     warmup = config.reference.warmup_events
     per_model = [len(range(m, events, models)) for m in range(models)]
@@ -104,6 +105,8 @@ def product_budget(base: dict, kind: str, features: int, models: int, events: in
         "run_length_events": config.alerting.run_length_events,
         "detectors": n_detectors,
         "feature_detectors": n_feature,
+        "feature_detector_names": list(names),
+        "prediction_detectors": len(model.detectors.prediction),
         "detector_run_length": r_detector,
         "monitored": monitored,
         "declared_feature": n_feature * monitored / r_detector,
@@ -227,6 +230,7 @@ def run_family(family: str, a: argparse.Namespace, base: dict, source: Path, fol
     ratio = measured / budget["declared_feature"]
     return {
         "family": family,
+        "seed": a.seed,
         "title": title,
         "kind": kind,
         "events": a.events,
@@ -274,20 +278,46 @@ def poisson_interval(count: int, level: float = 0.95) -> tuple[float, float]:
 # --- report ------------------------------------------------------------------------------------
 
 
-def report(rows: list[dict], source: str, a: argparse.Namespace, command: str, when: str) -> str:
+def pooled(rows: list[dict]) -> list[dict]:
+    """The rows, and after the runs of a family with several seeds, their sum (judged the same way)."""
+    out = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        runs = [r for r in rows if r["family"] == family]
+        out += runs
+        if len(runs) < 2:
+            continue
+        total = dict(runs[0], seed="all")
+        for key in ("events", "monitored", "declared_feature", "declared_drift", "measured", "cpu", "generator_cpu"):
+            total[key] = sum(r[key] for r in runs)
+        for key in ("counts", "by_detector"):
+            merged: Counter[str] = Counter()
+            for r in runs:
+                merged.update(r.get(key) or {})
+            total[key] = dict(merged)
+        total["interval"] = poisson_interval(total["measured"])
+        total["ratio"] = total["measured"] / total["declared_feature"]
+        total["passed"] = 1 / total["goal"] <= total["ratio"] <= total["goal"]
+        out.append(total)
+    return out
+
+
+def report(rows: list[dict], runs: list[dict]) -> str:
+    """The table; `runs`: each run's product, command and time, for the footnote."""
     lines = [
-        "| family | declared budget (1 false alarm per model per N events) | detectors per model (feature) "
+        "| family | seed | declared budget (1 false alarm per model per N events) | detectors per model (feature) "
         "| run length per detector | declared FA | measured FA (95 % Poisson) | measured / declared | goal "
-        "| raised by (declared each) | other alerts fired | events | features | replay CPU-s | events per CPU-s |",
-        "|---" * 14 + "|",
+        "| raised by (declared each) | other drift alerts fired (declared) | events | features | replay CPU-s "
+        "| events per CPU-s |",
+        "|---" * 15 + "|",
     ]
-    for r in rows:
+    for r in pooled(rows):
         low, high = r["interval"]
-        others = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()) if k != "feature_drift") or "none"
+        others = other_alerts(r)
         verdict = "pass" if r["passed"] else "**fail**"
         goal = f"±{(r['goal'] - 1) * 100:.0f} %" if r["goal"] < 2 else f"within {r['goal']:g}x"
         lines.append(
-            f"| {r['title']} | {r['run_length_events']:,.0f} | {r['detectors']} ({r['feature_detectors']}) "
+            f"| {r['title']} | {r.get('seed', '–')} | {r['run_length_events']:,.0f} "
+            f"| {r['detectors']} ({r['feature_detectors']}) "
             f"| {r['detector_run_length']:,.0f} | {r['declared_feature']:.1f} "
             f"| **{r['measured']}** ({low:.0f}–{high:.0f}) | {r['ratio']:.2f} | {goal}: {verdict} "
             f"| {raised(r)} | {others} "
@@ -295,10 +325,11 @@ def report(rows: list[dict], source: str, a: argparse.Namespace, command: str, w
             f"| {r['events'] / r['cpu']:,.0f} |"
         )
     gen = sum(r["generator_cpu"] for r in rows)
+    features = rows[0]["features"] if rows else 0
     lines += [
         "",
-        f"Product: {source}; `bench/long_controls.py {command}`, {when}; seed {a.seed}. Every event is one "
-        f"model's prediction with {rows[0]['features'] if rows else a.features} features and a stationary "
+        "; ".join(f"Product: {run['source']}, `bench/long_controls.py {run['command']}`, {run['when']}" for run in runs)
+        + f". Every event is one model's prediction with {features} features and a stationary "
         "score; models interleaved round robin. Counted: distinct firing `feature_drift` alerts (no "
         "repeats, no resolutions). Declared FA = feature detectors per "
         "model x events after the warm-up / run length per detector (`detector_run_length`). "
@@ -308,13 +339,28 @@ def report(rows: list[dict], source: str, a: argparse.Namespace, command: str, w
 
 
 def raised(row: dict) -> str:
-    """`cusum 48, ks 29 (50.0)`: firing feature-drift alerts by the detector that raised them, and
-    what each of the feature detectors declares (an alert raised by two is counted once)."""
+    """`cusum 48, ks 29 (50.0 each)`: firing feature-drift alerts by the detector that raised them,
+    and what each of the feature detectors declares (an alert raised by two is counted once)."""
     by = row.get("by_detector")
-    if not by:
+    if by is None:
         return "–"
+    names = row.get("feature_detector_names") or sorted(by)
     per = row["declared_feature"] / (row["feature_detectors"] / row["features"])
-    return ", ".join(f"{k} {v}" for k, v in sorted(by.items())) + f" ({per:.1f})"
+    return ", ".join(f"{k} {by.get(k, 0)}" for k in names) + f" ({per:.1f} each)"
+
+
+def other_alerts(row: dict) -> str:
+    """The other drift alerts fired (declared in brackets), and any other kind."""
+    per_detector = row["monitored"] / row["detector_run_length"]
+    n_prediction = row.get("prediction_detectors", 2)
+    declared = {
+        "prediction_drift": n_prediction * per_detector,
+        "multivariate_drift": (row["detectors"] - row["feature_detectors"] - n_prediction) * per_detector,
+    }
+    counts = row["counts"]
+    parts = [f"{k} {counts.get(k, 0)} ({v:.1f})" for k, v in declared.items() if v or counts.get(k)]
+    parts += [f"{k} {v}" for k, v in sorted(counts.items()) if k not in declared and k != "feature_drift"]
+    return ", ".join(parts) or "none"
 
 
 def export(rev: str, folder: Path) -> str:
@@ -339,11 +385,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", action="store_true", help="keep the alert files (printed folder)")
     ap.add_argument("--save", action="store_true", help="write bench/results/long-controls-2026-12-06.md")
     ap.add_argument("--rows-out", type=Path, help="also write the measured rows as JSON")
-    ap.add_argument("--rows-in", type=Path, help="print the table of an earlier run's --rows-out, run nothing")
+    ap.add_argument(
+        "--rows-in", type=Path, nargs="+", help="print the table of earlier runs' --rows-out (summed per family)"
+    )
     a = ap.parse_args(argv)
     if a.rows_in:
-        saved = json.loads(a.rows_in.read_text())
-        finish(saved["rows"], saved["source"], a, saved["command"], saved["when"])
+        saved = [json.loads(path.read_text()) for path in a.rows_in]
+        finish([r for run in saved for r in run["rows"]], saved, a)
         return
 
     base = yaml.safe_load(a.config.read_text()) or {}
@@ -368,11 +416,12 @@ def main(argv: list[str] | None = None) -> None:
                 when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
                 saved = {"rows": rows, "source": source, "command": command, "when": when}
                 a.rows_out.write_text(json.dumps(saved, indent=1))
-    finish(rows, source, a, " ".join(sys.argv[1:]), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    finish(rows, [{"source": source, "command": " ".join(sys.argv[1:]), "when": when}], a)
 
 
-def finish(rows: list[dict], source: str, a: argparse.Namespace, command: str, when: str) -> None:
-    text = report(rows, source, a, command, when)
+def finish(rows: list[dict], runs: list[dict], a: argparse.Namespace) -> None:
+    text = report(rows, runs)
     print(text)
     if a.save:
         path = RESULTS / "long-controls-2026-12-06.md"
