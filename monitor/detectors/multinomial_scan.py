@@ -7,7 +7,9 @@ lengths k on a geometric grid (`min_window` ... `max_window`, ratio about sqrt 2
 (window, reference) x categories. That is the multinomial GLR of "the shares changed k values
 ago" against "no change", with the reference's own sampling error in it, so under no change each
 G is about chi-square with (cells - 1) degrees of freedom whatever k. Each is turned into
--log p (its chi-square tail), and the score is the best over the scales: a large shift shows in
+-log p (its chi-square tail), less a penalty of `scale_penalty` x log(max_window / k) nats (a
+short window has many more independent chances to look extreme), and the score is the best over
+the scales: a large shift shows in
 the short windows within a few blocks, a small one (0.40 -> 0.35 of one category) accumulates in
 the long ones, which a window test that forgets every 1,000 values cannot do.
 
@@ -54,7 +56,7 @@ import numpy as np
 from scipy import special
 
 from monitor.detectors import calibration
-from monitor.detectors._common import check_run_length
+from monitor.detectors._common import check_range, check_run_length
 from monitor.detectors.base import DataKind, SequentialDetector, TestResult
 from monitor.detectors.registry import register
 
@@ -114,12 +116,18 @@ class MultinomialScan(SequentialDetector):
         Values between two decisions (and the unit of the windows).
     min_window, max_window
         The shortest and longest windows scanned, in values (rounded to blocks).
+    scale_penalty
+        A window k gets `scale_penalty * log(max_window / k)` nats off its score: there are about
+        max_window / k independent short windows for each long one, so without it the short
+        windows spend most of the budget (Walther's scale penalty). 1.0 moves budget to the long
+        windows, where small shifts show, at little cost to large ones (seen by short windows
+        with -log p far above the threshold anyway).
     """
 
     name = "multinomial_scan"
     accepts = frozenset({DataKind.categorical})
 
-    def __init__(self, block: int = 50, min_window: int = 100, max_window: int = 6400):
+    def __init__(self, block: int = 50, min_window: int = 100, max_window: int = 6400, scale_penalty: float = 1.0):
         for key, value, low, high in (
             ("block", block, 1, 10_000),
             ("min_window", min_window, 1, 1_000_000),
@@ -134,9 +142,11 @@ class MultinomialScan(SequentialDetector):
             )
         if max_window // block > 4096:
             raise ValueError(f"Invalid 'max_window' {max_window!r}. Valid values are: at most 4096 blocks")
-        super().__init__(block=block, min_window=min_window, max_window=max_window)
+        penalty = check_range("scale_penalty", scale_penalty, 0.0, 10.0)
+        super().__init__(block=block, min_window=min_window, max_window=max_window, scale_penalty=scale_penalty)
         self.block = block
         self.scales = window_grid(block, min_window, max_window)
+        self.penalty = penalty * np.log(self.scales[-1] / self.scales)  # nats taken off each scale's score
         self.max_blocks = int(self.scales[-1])
         self.n_categories = 0
         self.slot = np.zeros(0, dtype=np.int64)  # code -> cell (rare-or-unseen cell last)
@@ -247,7 +257,7 @@ class MultinomialScan(SequentialDetector):
             g = g_statistic(window, self.reference_counts, self._reference_xlogx)
         else:
             g = g_statistic(window, reference)
-        scores = tail_score(g, self.df)
+        scores = tail_score(g, self.df) - self.penalty
         scores[~valid] = -np.inf
         return scores
 
@@ -343,7 +353,8 @@ class MultinomialScan(SequentialDetector):
             "window_values": length * self.block,
             "g_statistic": round(g, 4),
             "df": self.df,
-            "minus_log_p": round(float(scores[s]), 4),
+            "minus_log_p": round(float(scores[s] + self.penalty[s]), 4),
+            "scale_penalty": round(float(self.penalty[s]), 4),
             "moved_categories": [self.cell_codes[j] for j in order],
             "reference_share": [round(float(ref_share[j]), 4) for j in order],
             "recent_share": [round(float(recent[j]), 4) for j in order],

@@ -159,6 +159,7 @@ def test_window_grid_is_geometric_and_covers_both_ends():
         ({"block": 0}, "block"),
         ({"max_window": 50, "min_window": 100}, "max_window"),
         ({"min_window": 1.5}, "min_window"),
+        ({"scale_penalty": -1.0}, "scale_penalty"),
     ],
 )
 def test_bad_parameters_fail_naming_valid_values(params, match):
