@@ -220,8 +220,11 @@ class Bootstrap:
         sums = cum[b : b + self.n] - cum[: self.n]  # block sum starting at each position
         n_blocks = max(1, round(self.n / b))
         starts = self.rng.integers(0, self.n, size=(n_paths, n_blocks))
-        step = max(1, SLICE_VALUES // (n_blocks * sums.shape[1]))  # paths at a time, each summed alike
-        totals = [sums[starts[i : i + step]].sum(axis=1) for i in range(0, n_paths, step)]
+        # A slice of paths at a time, gathered blocks x paths so that the sum runs down the first
+        # axis, a vector add per block: the same sums as along each path's row (pinned by
+        # tests/detectors/test_calibration_exact.py), at twice the speed.
+        step = max(1, SLICE_VALUES // (n_blocks * sums.shape[1]))
+        totals = [sums[starts[i : i + step].T].sum(axis=0) for i in range(0, n_paths, step)]
         means = np.concatenate(totals) / (n_blocks * b)
         return means.reshape((n_paths,) + f.shape[1:])
 

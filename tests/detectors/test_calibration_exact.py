@@ -146,9 +146,12 @@ def test_window_histograms_count_the_gathered_codes():
     assert np.array_equal(window_histograms(codes, boot, 70, 333, 13), expected)
 
 
-@pytest.mark.parametrize(("n", "block", "columns"), [(5000, 18, 4), (1000, 7, 1), (300, 30, 3)])
+@pytest.mark.parametrize(
+    ("n", "block", "columns"), [(5000, 18, 4), (5000, 18, 1), (1000, 7, 1), (1000, 3, 2), (300, 30, 3), (60, 1, 1)]
+)
 def test_resample_means_slice_by_slice_are_the_whole_sum_s(n, block, columns):
-    f = np.random.default_rng(4).standard_normal((n, columns)) * [10.0**k for k in range(columns)]
+    rng = np.random.default_rng(4)
+    f = rng.standard_normal((n, columns)) * 10.0 ** rng.uniform(-6, 6, (n, columns))  # order shows in the sums
     boot = Bootstrap(np.zeros(n), block=block, seed=9)
     got = boot.resample_means(f, calibration.N_PATHS)
     rng = np.random.default_rng(9)
