@@ -78,17 +78,30 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
     return special.xlogy(x, x)
 
 
-def g_statistic(window: np.ndarray, reference: np.ndarray, reference_xlogx: np.ndarray | None = None) -> np.ndarray:
+def xlogx_table(size: int) -> np.ndarray:
+    """x log x for the integers 0..size: counts are integers, so G is table lookups and sums."""
+    return _xlogx(np.arange(size + 1, dtype=float))
+
+
+def _cell_sum(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis (a few cells), one column at a time: ~3x faster than `sum(axis=-1)`
+    on a short last axis, and in the same order for every row, so any batch split gives the same
+    bits."""
+    total = x[..., 0].copy()
+    for j in range(1, x.shape[-1]):
+        total += x[..., j]
+    return total
+
+
+def g_statistic(window: np.ndarray, reference: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
     """Likelihood-ratio (G) statistic of the 2 x cells table (window, reference), over the last
-    axis; `window` and `reference` broadcast. `reference_xlogx`: sum r log r - N log N of the
-    reference, when known (it is the same for every window)."""
-    w_total = window.sum(axis=-1)
+    axis; `window` and `reference` broadcast. With `table` (`xlogx_table`, long enough for
+    window + reference totals) the counts must be integers and x log x is looked up."""
+    f = _xlogx if table is None else table.take
+    w_total = _cell_sum(window)
     r_total = reference.sum(axis=-1)
-    if reference_xlogx is None:
-        reference_xlogx = _xlogx(reference).sum(axis=-1) - _xlogx(r_total)
-    both = window + reference
-    g = _xlogx(window).sum(axis=-1) - _xlogx(w_total) + reference_xlogx
-    g -= _xlogx(both).sum(axis=-1) - _xlogx(w_total + r_total)
+    g = _cell_sum(f(window) - f(window + reference)) + f(reference).sum(axis=-1) - f(r_total)
+    g += f(w_total + r_total) - f(w_total)
     return np.maximum(2.0 * g, 0.0)
 
 
@@ -153,7 +166,7 @@ class MultinomialScan(SequentialDetector):
         self.cell_codes: list[str] = []  # what each cell stands for, in the evidence
         self.reference_counts = np.zeros(0)
         self.df = 0
-        self._reference_xlogx = 0.0
+        self._table = np.zeros(0)
         self.history = np.zeros((0, 0), dtype=np.int64)  # counts of the complete blocks since restart, oldest first
         self.open_counts = np.zeros(0, dtype=np.int64)
         self.open_size = 0
@@ -195,7 +208,7 @@ class MultinomialScan(SequentialDetector):
         self.cell_codes = [str(c) for c in own] + ["rare_or_unseen"]
         cells = self.slot[codes]
         self.reference_size = len(cells)
-        self._set_reference(np.bincount(cells, minlength=len(own) + 1).astype(float))
+        self._set_reference(np.bincount(cells, minlength=len(own) + 1))
         self.threshold = self._calibrate(cells, run_length, seed)
         self._restart()
         self.n_seen = self.n_alarms = 0
@@ -204,26 +217,27 @@ class MultinomialScan(SequentialDetector):
     def _set_reference(self, counts: np.ndarray) -> None:
         self.reference_counts = counts
         self.df = max(1, int(np.sum(counts > 0)) - 1)
-        self._reference_xlogx = float(_xlogx(counts).sum() - _xlogx(counts.sum()))
+        self._table = xlogx_table(int(self.scales[-1]) * self.block + int(counts.sum()))
 
     def _calibrate(self, cells: np.ndarray, run_length: float, seed: int) -> float:
         n, c = len(cells), self.n_cells
         top = int(np.argmax(self.reference_counts))
         boot = calibration.Bootstrap(cells, block=calibration.block_length((cells == top).astype(float)), seed=seed)
-        onehot = np.zeros((n, c))
-        onehot[np.arange(n), cells] = 1.0
-        profiles = boot.resample_means(onehot, N_PATHS) * n  # what the reference could have been
         warm = self.max_blocks
         blocks = warm * (PATH_STRETCHES + 1)
         length = blocks * self.block
+        ticks = (np.arange(length) // self.block) * c
         maxima = []
-        for b in range(N_PATHS):
+        for _ in range(N_PATHS):
+            profile = np.bincount(
+                boot.gather(cells, boot.starts(1, n), n)[0], minlength=c
+            )  # what the reference could have been
             path = boot.gather(cells, boot.starts(1, length), length)[0]
-            block_counts = np.bincount((np.arange(length) // self.block) * c + path, minlength=blocks * c).reshape(
-                blocks, c
-            )
-            scores = self._scan(block_counts, profiles[b], available=0).max(axis=1)
-            maxima.append(scores[warm:].reshape(PATH_STRETCHES, warm).max(axis=1))
+            block_counts = np.bincount(ticks + path, minlength=blocks * c).reshape(blocks, c)
+            g, _ = self._g_matrix(block_counts, profile, available=0)
+            # -log p is monotone in G: each stretch's best G per scale, then its score
+            top_g = g[warm:].reshape(PATH_STRETCHES, warm, len(self.scales)).max(axis=1)
+            maxima.append((tail_score(top_g, self.df) - self.penalty).max(axis=1))
         tops = np.sort(np.concatenate(maxima))[::-1]
         span = float(warm * self.block)  # values per maximum
         wanted = -math.expm1(-span / float(run_length))  # P(max over span >= h) at the target rate
@@ -237,26 +251,28 @@ class MultinomialScan(SequentialDetector):
         return u + math.log(share / wanted) / theta
 
     # -- scanning ---------------------------------------------------------------------------
-    def _scan(
+    def _g_matrix(
         self, blocks: np.ndarray, reference: np.ndarray | None = None, available: int | None = None
-    ) -> np.ndarray:
-        """Scores (new blocks x scales) of `blocks` (counts per cell) following `available`
-        blocks of history (the last rows of `self.history`, or none), -inf where a scale is
-        longer than the blocks since the restart."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """G (new blocks x scales) of the windows ending at each of `blocks` (counts per cell),
+        which follow `available` blocks of history (the last rows of `self.history`, or none),
+        and whether each window fits in the blocks since the restart."""
         if available is None:
             available = len(self.history)
-        history = self.history[len(self.history) - available :] if available else np.zeros((0, blocks.shape[1]))
-        full = np.concatenate([history, blocks]) if available else blocks
-        cum = np.zeros((len(full) + 1, full.shape[1]))
+        full = np.concatenate([self.history[len(self.history) - available :], blocks]) if available else blocks
+        cum = np.zeros((len(full) + 1, full.shape[1]), dtype=np.int64)
         np.cumsum(full, axis=0, out=cum[1:])
         ends = available + 1 + np.arange(len(blocks))
         starts = ends[:, None] - self.scales[None, :]
         valid = starts >= 0
         window = cum[ends][:, None, :] - cum[np.maximum(starts, 0)]
-        if reference is None:
-            g = g_statistic(window, self.reference_counts, self._reference_xlogx)
-        else:
-            g = g_statistic(window, reference)
+        g = g_statistic(window, self.reference_counts if reference is None else reference, self._table)
+        return g, valid
+
+    def _scan(self, blocks: np.ndarray) -> np.ndarray:
+        """Scores (new blocks x scales) of `blocks` after the history; -inf where a window is
+        longer than the blocks since the restart."""
+        g, valid = self._g_matrix(blocks)
         scores = tail_score(g, self.df) - self.penalty
         scores[~valid] = -np.inf
         return scores
@@ -341,8 +357,9 @@ class MultinomialScan(SequentialDetector):
         s = int(np.argmax(scores))
         length = int(self.scales[s])
         full = np.concatenate([self.history, blocks])[-length:]
-        window = full.sum(axis=0).astype(float)
-        g = float(g_statistic(window, self.reference_counts, self._reference_xlogx))
+        counts = full.sum(axis=0)
+        g = float(g_statistic(counts, self.reference_counts, self._table))
+        window = counts.astype(float)
         ref_share = self.reference_counts / self.reference_counts.sum()
         recent = window / max(window.sum(), 1.0)
         both = (window + self.reference_counts) / (window.sum() + self.reference_counts.sum())
@@ -392,7 +409,7 @@ class MultinomialScan(SequentialDetector):
             det.n_categories = int(state["n_categories"])
             det.slot = np.asarray(state["slot"], dtype=np.int64)
             det.cell_codes = list(state["cell_codes"])
-            det._set_reference(np.asarray(state["reference_counts"], dtype=float))
+            det._set_reference(np.asarray(state["reference_counts"], dtype=np.int64))
             det.history = np.asarray(state["history"], dtype=np.int64).reshape(-1, det.n_cells)
             det.open_counts = np.asarray(state["open_counts"], dtype=np.int64)
             det.open_size = int(state["open_size"])
