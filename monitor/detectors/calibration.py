@@ -229,6 +229,86 @@ class Bootstrap:
         return means.reshape((n_paths,) + f.shape[1:])
 
 
+class Excursions:
+    """The excursions of Page's CUSUM S_t = max(0, S_{t-1} + x_t), S_0 = 0, on paths run one
+    after the other as one long path, fed a slice of paths at a time (`feed`): a caller with
+    several CUSUMs on the same paths feeds each slice to each while it is in the CPU cache, and
+    no array of all the paths is made.
+
+    With C the long path's cumulative sum and F_t = min(0, min_{s<=t} C_s), S_t = C_t - F_t; F
+    stays put during an excursion, so its height is max C over it minus F at its start, the
+    same number as max S (rounding is monotone). C's offset, F and whether an excursion is open
+    carry over from one slice to the next.
+    """
+
+    def __init__(self) -> None:
+        self.values = 0
+        """Values fed so far."""
+        self._carry, self._floor, self._inside = 0.0, 0.0, False  # C before the next slice, F, S > 0
+        self._rows = 0
+        self._heights: list[np.ndarray] = []
+        self._starts: list[np.ndarray] = []
+        self._buffer = self._low = self._term = np.zeros(1)
+        self._positive = np.zeros(1, dtype=bool)
+
+    def feed(self, cumulative: np.ndarray, slope: np.ndarray | None = None, offset: np.ndarray | None = None) -> None:
+        """The next rows (paths x time) of the long path, as row-wise cumulative sums; with
+        `slope` and `offset` (one per row), those of f, the increments being slope * f + offset."""
+        n, length = cumulative.shape
+        used = n * length + 1
+        if len(self._buffer) < used:  # allocated for the first slice: the next ones are no larger
+            self._buffer, self._low = np.empty(used), np.empty(used)
+            self._positive, self._term = np.empty(used, dtype=bool), np.empty((n, length))
+        # buffer[0] is F before the slice, so one running minimum over the buffer gives F; after
+        # it, the slice's stretch of C.
+        buffer = self._buffer
+        buffer[0] = self._floor
+        path = buffer[1:used].reshape(n, length)
+        if slope is None:
+            path[...] = cumulative
+        else:
+            np.multiply(slope[:, None], cumulative, out=path)
+            np.multiply(offset[:, None], np.arange(1, length + 1, dtype=float), out=self._term[:n])  # type: ignore[index]
+            path += self._term[:n]
+        carries = np.cumsum(np.concatenate([[self._carry], path[:, -1]]))
+        path += carries[:-1, None]
+        lows = np.minimum.accumulate(buffer[:used], out=self._low[:used])
+        above = np.greater(buffer[:used], lows, out=self._positive[:used])  # above[0] is False: F is not above F
+        begin = np.flatnonzero(above[1:] > above[:-1])  # where S turns positive, as positions in the slice
+        if len(begin):
+            top = np.maximum.reduceat(buffer[1:used], begin)
+            top -= lows[begin + 1]
+            if self._inside and begin[0] == 0:  # the excursion open at the last slice's end goes on
+                self._heights[-1][-1] = max(self._heights[-1][-1], top[0])
+                top, begin = top[1:], begin[1:]
+            if len(top):
+                self._heights.append(top)
+                self._starts.append(self._rows + begin // length)
+        self._carry, self._floor, self._inside = float(carries[-1]), float(lows[-1]), bool(above[-1])
+        self._rows += n
+        self.values += n * length
+
+    @classmethod
+    def of(
+        cls, cumulative: np.ndarray, slope: np.ndarray | None = None, offset: np.ndarray | None = None
+    ) -> Excursions:
+        """All the rows of `cumulative` (as `feed` takes them), `SLICE_VALUES` at a time."""
+        track = cls()
+        step = max(1, SLICE_VALUES // cumulative.shape[1])
+        for first in range(0, len(cumulative), step):
+            rows = slice(first, first + step)
+            track.feed(
+                cumulative[rows], None if slope is None else slope[rows], None if offset is None else offset[rows]
+            )
+        return track
+
+    def maxima(self) -> tuple[np.ndarray, np.ndarray]:
+        """The excursions' heights and the row each starts in, in the order they start."""
+        if not self._heights:
+            return np.zeros(0), np.zeros(0, dtype=int)
+        return np.concatenate(self._heights), np.concatenate(self._starts)
+
+
 def excursion_maxima(
     increments: np.ndarray | None = None,
     *,
@@ -241,58 +321,13 @@ def excursion_maxima(
     x time) are run one after the other as one long path, so an excursion near a row's end is
     not cut short. Pass `cumulative` (the row-wise cumulative sums) instead if you have them;
     with `slope` and `offset` (one per row) too, the increments are slope[b] * f + offset[b]
-    and `cumulative` holds f's row-wise cumulative sums.
-
-    With C the long path's cumulative sum and F_t = min(0, min_{s<=t} C_s), S_t = C_t - F_t; F
-    stays put during an excursion, so its height is max C over it minus F at its start, the
-    same number as max S (rounding is monotone). The rows are taken a slice at a time, carrying
-    C's offset, F and whether an excursion is open from one slice to the next.
+    and `cumulative` holds f's row-wise cumulative sums (`Excursions.of`).
 
     >>> excursion_maxima(np.array([[1.0, -3.0, 2.0], [1.0, -5.0, 0.5]]))
     (array([1. , 3. , 0.5]), array([0, 0, 1]))
     """
     cum = np.cumsum(np.atleast_2d(increments), axis=1) if cumulative is None else cumulative
-    n_rows, length = cum.shape
-    step = min(n_rows, max(1, SLICE_VALUES // length))
-    ticks = np.arange(1, length + 1, dtype=float)
-    # buffer[0] is F before the slice, so one running minimum over the buffer gives F; after it
-    # the slice's stretch of C. Allocated once: a slice's arrays are the same size every time.
-    buffer = np.zeros(step * length + 1)
-    low = np.empty_like(buffer)
-    positive = np.empty(len(buffer), dtype=bool)
-    term = np.empty((step, length))
-    carry, inside = 0.0, False  # C before the slice, S > 0 at its end
-    heights: list[np.ndarray] = []
-    starts: list[np.ndarray] = []
-    for first in range(0, n_rows, step):
-        rows = slice(first, first + step)
-        n = min(step, n_rows - first)
-        used = n * length + 1
-        path = buffer[1:used].reshape(n, length)
-        if slope is None:
-            path[...] = cum[rows]
-        else:
-            np.multiply(slope[rows, None], cum[rows], out=path)
-            np.multiply(offset[rows, None], ticks, out=term[:n])  # type: ignore[index]
-            path += term[:n]
-        carries = np.cumsum(np.concatenate([[carry], path[:, -1]]))
-        path += carries[:-1, None]
-        lows = np.minimum.accumulate(buffer[:used], out=low[:used])
-        above = np.greater(buffer[:used], lows, out=positive[:used])  # above[0] is False: F is not above F
-        begin = np.flatnonzero(above[1:] > above[:-1])  # where S turns positive, as positions in the slice
-        if len(begin):
-            top = np.maximum.reduceat(buffer[1:used], begin)
-            top -= lows[begin + 1]
-            if inside and begin[0] == 0:  # the excursion open at the last slice's end goes on
-                heights[-1][-1] = max(heights[-1][-1], top[0])
-                top, begin = top[1:], begin[1:]
-            if len(top):
-                heights.append(top)
-                starts.append(begin + first * length)
-        carry, buffer[0], inside = float(carries[-1]), lows[-1], bool(above[-1])
-    if not heights:
-        return np.zeros(0), np.zeros(0, dtype=int)
-    return np.concatenate(heights), np.concatenate(starts) // length
+    return Excursions.of(cum, slope, offset).maxima()
 
 
 def block_sums(values: np.ndarray, block: int, stride: int | None = None) -> np.ndarray:
@@ -388,14 +423,16 @@ def cusum_limit(
     block: int,
     tail_size: int = 200,
     f_cumulative: np.ndarray | None = None,
+    excursions: Excursions | None = None,
 ) -> float:
     """The limit h at which a CUSUM raises one alarm per `run_length` values on data like the
     reference, restarting at 0 after each alarm.
 
     The CUSUM's increments on path b are `slope[b] * f + offset[b]`, f a fixed transform of a value
     (`f_reference` on the reference, `f_paths` on the bootstrap paths, paths x time, or their
-    row-wise cumulative sums `f_cumulative`, shared by components), the per-path slope and offset
-    coming from the profile re-estimated on that path's resample.
+    row-wise cumulative sums `f_cumulative`, shared by components; or `excursions`, the paths
+    already run), the per-path slope and offset coming from the profile re-estimated on that
+    path's resample.
 
     Alarm rate(h) = (excursions reaching h) / values simulated. Where the simulation holds at
     least 20 of them it is read off directly. Beyond, with u the height reached by the
@@ -406,10 +443,11 @@ def cusum_limit(
     """
     slope = np.asarray(slope, dtype=float)
     offset = np.asarray(offset, dtype=float)
-    fcum = np.cumsum(f_paths, axis=1) if f_cumulative is None else f_cumulative
-    n_paths, length = fcum.shape
-    total = fcum.size
-    heights, path = excursion_maxima(cumulative=fcum, slope=slope, offset=offset)
+    if excursions is None:
+        fcum = np.cumsum(f_paths, axis=1) if f_cumulative is None else f_cumulative
+        excursions = Excursions.of(fcum, slope, offset)
+    n_paths, total = len(slope), excursions.values
+    heights, path = excursions.maxima()
     wanted = total / float(run_length)  # exceedances the simulation should show at h
     if len(heights) < 10:
         return float(np.max(heights, initial=0.0) + 1.0)

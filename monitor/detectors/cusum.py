@@ -159,18 +159,27 @@ class Cusum(CusumDetector):
         sd_b = np.sqrt(np.maximum(moments[:, 1] - mean_b**2, 1e-300))
         w_mean_b = moments[:, 2]
         w_sd_b = np.sqrt(np.maximum(moments[:, 3] - w_mean_b**2, 1e-300))
-        c_cum = boot.gather(c, starts, calibration.PATH_LENGTH)
-        np.cumsum(c_cum, axis=1, out=c_cum)  # shared by the mean components
-        limits = []
-        for k in self.shifts / 2:
-            for sign in (1.0, -1.0):  # z - k = c / sd - mean / sd - k, and -z - k
-                slope, offset = sign / sd_b, -sign * mean_b / sd_b - k
-                limits.append(calibration.cusum_limit(c, None, slope, offset, budget, boot.block, f_cumulative=c_cum))
+        # (f on the reference, slope, offset) per component: z - k = c / sd - mean / sd - k, and -z - k
+        components = [(c, sign / sd_b, -sign * mean_b / sd_b - k) for k in self.shifts / 2 for sign in (1.0, -1.0)]
         if self.scale:
-            slope, offset = 1.0 / w_sd_b, -w_mean_b / w_sd_b - self.scale_allowance
-            z2_cum = boot.gather(z2, starts, calibration.PATH_LENGTH)
-            np.cumsum(z2_cum, axis=1, out=z2_cum)
-            limits.append(calibration.cusum_limit(z2, None, slope, offset, budget, boot.block, f_cumulative=z2_cum))
+            components.append((z2, 1.0 / w_sd_b, -w_mean_b / w_sd_b - self.scale_allowance))
+        # The paths a slice at a time, each run by every component while it is in the cache.
+        runs = [calibration.Excursions() for _ in components]
+        length = calibration.PATH_LENGTH
+        step = max(1, calibration.SLICE_VALUES // length)
+        for first in range(0, calibration.N_PATHS, step):
+            rows = slice(first, first + step)
+            summed = f_cum = None
+            for (f, slope, offset), run in zip(components, runs, strict=True):
+                if f is not summed:  # the mean components share c's sums
+                    f_cum = boot.gather(f, starts[rows], length)
+                    np.cumsum(f_cum, axis=1, out=f_cum)
+                    summed = f
+                run.feed(f_cum, slope[rows], offset[rows])  # type: ignore[arg-type]
+        limits = [
+            calibration.cusum_limit(f, None, slope, offset, budget, boot.block, excursions=run)
+            for (f, slope, offset), run in zip(components, runs, strict=True)
+        ]
         self._set_limits(limits)
         return self
 
