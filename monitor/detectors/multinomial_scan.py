@@ -9,9 +9,9 @@ ago" against "no change", with the reference's own sampling error in it, so unde
 G is about chi-square with (cells - 1) degrees of freedom whatever k. Each is turned into
 -log p (its chi-square tail), less a penalty of `scale_penalty` x log(max_window / k) nats (a
 short window has many more independent chances to look extreme), and the score is the best over
-the scales: a large shift shows in
-the short windows within a few blocks, a small one (0.40 -> 0.35 of one category) accumulates in
-the long ones, which a window test that forgets every 1,000 values cannot do.
+the scales: a large shift shows in the short windows within a few blocks, a small one (0.40 ->
+0.35 of one category) accumulates in the long ones, which a window test that forgets every 1,000
+values cannot do.
 
 Cells: the `MAX_CELLS - 1` most frequent categories seen at least `MIN_COUNT` times in the
 reference, and one "rare or unseen" cell for the others and the last code (values the reference
@@ -33,6 +33,13 @@ stretches of `max_window` values in the steady state; their upper tail is expone
 (-log p of a chi-square is), fitted by maximum likelihood on the top quarter and extrapolated to
 the maximum exceeded once per `run_length` values (Poisson: P(max over L values >= h) = 1 -
 exp(-L / run_length)).
+
+Measured (observed / target false alarms, run length 1e5, 5,000-value references): 1.10 over 60
+references x 300,000 i.i.d. values, 1.45 over 20 x 500,000, 1.98 for categories that repeat the
+previous one with probability 0.3. The rate is an average over references: the long windows
+compare precisely with a reference that may sit at the edge of its own sampling distribution,
+so a few references raise most of the alarms (up to 14x their share; most raise fewer than their
+share), as with `category_cusum`. drift-bench: bench/results/categorical-scan-2026-12-06.md.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(3)
