@@ -28,9 +28,8 @@ to wait: a `concurrent.futures.Future` resolved when the envelope holding the ev
 acknowledged (kafka-python's own future with `batch_events=1`). Predictions are keyed by
 `model_id` (one worker owns a model). An outcome goes to the partition its `prediction_id`
 hashes to, as it would alone keyed by it, so two outcomes of one prediction stay in order (the
-worker keeps the first). Security settings (SASL,
-SSL) come from `KafkaConfig`, whose password is read from the environment
-(`DRIFTLINE_KAFKA__SASL_PASSWORD`).
+worker keeps the first). Security settings (SASL, SSL) come from `KafkaConfig`, whose password
+is read from the environment (`DRIFTLINE_KAFKA__SASL_PASSWORD`).
 
 NaN and infinite feature values are sent as null (missing): JSON has no such numbers.
 """
