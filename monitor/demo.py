@@ -217,23 +217,38 @@ def _progress(handled: dict[str, float], expected: dict[str, int], seconds: floa
     return f"processed {', '.join(parts)} ({done / max(seconds, 1e-9):,.0f} events/s)"
 
 
+PUBLISH_CHUNK = 3000
+"""Events the simulated service publishes before it waits for the worker (`_publish`)."""
+CATCH_UP_SECONDS = 10.0
+"""The longest it waits for the worker to handle a chunk's outcomes."""
+
+
 def _publish(config: MonitorConfig, events: list[dict[str, Any]]) -> None:
     """The simulated service: every event through the producer API, in event-time order, one
-    event per message. The demo replays a whole day at once: with the publisher's envelopes the
-    worker takes a model's predictions in a few large batches, while the outcomes take three
-    hops (outcomes, join, joined) of up to half a second each, so pricing-model's evaluation
-    windows could all close before its outcomes were joined, and its canary check, which counts
-    the outcomes joined during the last windows, then never ran with them (2 runs in 4, with
-    outcomes in envelopes too). A live service's outcomes come hours after its predictions, and
-    windows keep closing."""
+    event per message, `PUBLISH_CHUNK` at a time; after each chunk it waits until the worker
+    has handled the outcomes sent so far (at most `CATCH_UP_SECONDS`).
+
+    The demo replays a day in seconds. Unpaced, the worker takes a model's predictions in a few
+    large fetches while each outcome takes three hops (outcomes, join, joined) of up to half a
+    second each, so pricing-model's evaluation windows could all close before its outcomes were
+    joined, and its canary check, which counts the outcomes joined during the last windows,
+    then never ran with them (1 run in 3 with one event per message, 2 in 4 with envelopes).
+    Live, outcomes are joined long before the windows hours later close; the pacing keeps that
+    order."""
+    sent_outcomes = 0
     with DriftlinePublisher(config.kafka, batch_events=1) as publisher:
-        for event in events:
-            fields = {k: v for k, v in event.items() if k != "schema_version"}
-            if "label" in event:
-                publisher.publish_outcome(**fields)
-            else:
-                publisher.publish_prediction(**fields)
-        publisher.flush(timeout=60)
+        for start in range(0, len(events), PUBLISH_CHUNK):
+            for event in events[start : start + PUBLISH_CHUNK]:
+                fields = {k: v for k, v in event.items() if k != "schema_version"}
+                if "label" in event:
+                    publisher.publish_outcome(**fields)
+                    sent_outcomes += 1
+                else:
+                    publisher.publish_prediction(**fields)
+            publisher.flush(timeout=60)
+            deadline = time.monotonic() + CATCH_UP_SECONDS
+            while _handled(config.metrics.port).get("outcome", 0.0) < sent_outcomes and time.monotonic() < deadline:
+                time.sleep(0.2)
 
 
 def _show_alerts(
