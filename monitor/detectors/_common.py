@@ -43,6 +43,15 @@ def check_choice(name: str, value: Any, valid: tuple[Any, ...]) -> Any:
     return value
 
 
+def n_categories(name: str, context: dict[str, Any]) -> int:
+    """The category count a categorical detector's `fit` needs from its context: the feature's
+    categories plus one code for unseen values."""
+    k = context.get("n_categories")
+    if not isinstance(k, int) or k < 2:
+        raise ValueError(f"{name}: fit needs n_categories (an int >= 2: the categories and 'unseen')")
+    return k
+
+
 def finite(values: np.ndarray) -> np.ndarray:
     """Float values without NaN and infinities (the monitor counts missing values elsewhere)."""
     x = np.asarray(values, dtype=float).ravel()

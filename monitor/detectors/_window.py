@@ -20,7 +20,7 @@ from typing import Any, Self
 import numpy as np
 
 from monitor.detectors import calibration
-from monitor.detectors._common import check_run_length
+from monitor.detectors._common import check_run_length, n_categories
 from monitor.detectors.base import TestResult, WindowTest
 
 MIN_WINDOW = 10
@@ -289,9 +289,7 @@ class CategoryCountTest(BinnedWindowTest):
         self.n_categories = 0
 
     def _learn(self, reference: np.ndarray, context: dict[str, Any]) -> np.ndarray:
-        k = context.get("n_categories")
-        if not isinstance(k, int) or k < 2:
-            raise ValueError(f"{self.name}: fit needs n_categories (an int >= 2: the categories and 'unseen')")
+        k = n_categories(self.name, context)
         codes = np.asarray(reference).ravel()
         codes = codes[np.isfinite(codes.astype(float))].astype(np.int64)
         codes = codes[codes >= 0]

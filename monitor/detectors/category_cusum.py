@@ -41,7 +41,7 @@ from typing import Any, Self
 import numpy as np
 
 from monitor.detectors import calibration
-from monitor.detectors._common import CusumDetector, check_range, check_run_length
+from monitor.detectors._common import CusumDetector, check_range, check_run_length, n_categories
 from monitor.detectors.base import DataKind
 from monitor.detectors.registry import register
 
@@ -138,9 +138,7 @@ class CategoryCusum(CusumDetector):
         self, reference: np.ndarray, *, run_length: float, window_size: int = 1000, seed: int = 0, **context: Any
     ) -> Self:
         check_run_length(run_length)
-        k = context.get("n_categories")
-        if not isinstance(k, int) or k < 2:
-            raise ValueError(f"{self.name}: fit needs n_categories (an int >= 2: the categories and 'unseen')")
+        k = n_categories(self.name, context)
         codes = np.asarray(reference)
         codes = codes[(codes >= 0) & (codes < k)].astype(np.int64)
         if len(codes) < 50:

@@ -63,7 +63,7 @@ import numpy as np
 from scipy import special
 
 from monitor.detectors import calibration
-from monitor.detectors._common import check_range, check_run_length
+from monitor.detectors._common import check_range, check_run_length, n_categories
 from monitor.detectors.base import DataKind, SequentialDetector, TestResult
 from monitor.detectors.registry import register
 
@@ -196,9 +196,7 @@ class MultinomialScan(SequentialDetector):
         self, reference: np.ndarray, *, run_length: float, window_size: int = 1000, seed: int = 0, **context: Any
     ) -> Self:
         check_run_length(run_length)
-        k = context.get("n_categories")
-        if not isinstance(k, int) or k < 2:
-            raise ValueError(f"{self.name}: fit needs n_categories (an int >= 2: the categories and 'unseen')")
+        k = n_categories(self.name, context)
         raw = np.asarray(reference).ravel()
         codes = raw[self._usable(raw)].astype(np.int64)
         codes = np.minimum(codes, k - 1)
