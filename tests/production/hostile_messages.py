@@ -195,7 +195,7 @@ def deep_nesting(draw: st.DrawFn) -> Hostile:
     raw = _encode(event).replace(b'"@NESTED@"', nested.encode())
     if len(raw) > LIMITS.max_event_bytes:
         return Hostile("deep_nesting", raw, frozenset({OVERSIZE}), "event")
-    if depth + 2 > 1024:
+    if depth + 1 + field.count(".") > 1024:  # the event's own object, and one per dotted level above the field
         return Hostile("deep_nesting", raw, frozenset({UNDECODABLE}), "event")
     return Hostile("deep_nesting", raw, frozenset({SCHEMA}), field.split(".")[0])
 
