@@ -32,6 +32,7 @@ from monitor.core.reference import ReferenceProfile
 from monitor.evaluation.evaluator import ModelEvaluator
 from monitor.evaluation.join import JoinedOutcome, JoinStore
 from monitor.monitoring.drift import DriftMonitor
+from monitor.monitoring.signals import build_signals
 
 LAGGING_OUTCOME_WINDOWS = 2
 """The evaluation checks also run once this many windows' worth of outcomes came without a
@@ -61,9 +62,11 @@ class ModelMonitor:
             reference = ReferenceProfile.load(model.reference) if model.reference else None
             self.drift = DriftMonitor(model, config, reference)
             self.evaluator = ModelEvaluator(model_id, config)
+            self.signals = build_signals(model, config)
         else:
             self.drift = DriftMonitor.from_state(model, config, state["drift"])
             self.evaluator = ModelEvaluator.from_state(state["evaluator"], config)
+            self.signals = build_signals(model, config, state.get("signals"))
             self.lifecycle.restore(state["lifecycle"])
             self.outcomes_since_check = state.get("outcomes_since_check", 0)
 
@@ -72,6 +75,8 @@ class ModelMonitor:
     ) -> list[RaisedAlert]:
         """This model's predictions and the joined outcomes of one batch; alerts in input order."""
         findings = self.drift.observe(predictions)
+        if self.signals:
+            findings += self._observe_signals(predictions)
         findings += self._close_evaluation_windows(predictions, outcomes, outcome_offsets)
         # After the closes: an outcome counts in its prediction's window, which may close in this batch.
         findings += self.evaluator.observe_outcomes(outcomes, outcome_offsets)
@@ -81,7 +86,27 @@ class ModelMonitor:
         """Close the time windows event time `at` has passed though this model sent nothing (a
         timer in the streaming worker); see `DriftMonitor.advance_to`."""
         findings = self.drift.advance_to(at, offset)
+        if self.signals:
+            findings += self._observe_signals(PredictionBatch.empty())
         return self.raise_alerts(findings + self._close_evaluation_windows(PredictionBatch.empty(), [], []))
+
+    def _observe_signals(self, predictions: PredictionBatch) -> list[Finding]:
+        """Each signal sees `predictions` window by window, its windows closing where the drift
+        monitor's did (`closed_windows`, not yet drained by the evaluation)."""
+        findings: list[Finding] = []
+        start = 0
+        for window_end, offset, stop in self.drift.closed_windows:
+            part = predictions.take(slice(start, max(start, stop)))
+            for signal in self.signals.values():
+                if len(part):
+                    findings += signal.observe(part)
+                findings += signal.close_window(window_end, offset)
+            start = max(start, stop)
+        rest = predictions.take(slice(start, None))
+        if len(rest):
+            for signal in self.signals.values():
+                findings += signal.observe(rest)
+        return findings
 
     def _close_evaluation_windows(
         self, predictions: PredictionBatch, outcomes: Sequence[JoinedOutcome], offsets: Sequence[int]
@@ -145,6 +170,7 @@ class ModelMonitor:
             "evaluator": self.evaluator.to_state(),
             "lifecycle": self.lifecycle.to_state(),
             "outcomes_since_check": self.outcomes_since_check,
+            **({"signals": {name: signal.to_state() for name, signal in self.signals.items()}} if self.signals else {}),
         }
 
 
