@@ -51,6 +51,7 @@ from monitor.monitoring.change import (
     tripped_component,
 )
 from monitor.monitoring.columns import category_codes, category_column, numeric_column
+from monitor.monitoring.signals import signal_detectors
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def detector_run_length(config: MonitorConfig, n_detectors: int) -> float:
 
 
 def count_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -> int:
-    """Drift detectors of a model whose reference has these features (`PREDICTION`: the score)."""
+    """Drift detectors of a model whose reference has these features (`PREDICTION`: the score),
+    with those of the optional signals it asks for (`signals.signal_detectors`)."""
     detectors = model.detectors
     assert detectors is not None, "use MonitorConfig.model()"
     count = 0
@@ -82,7 +84,8 @@ def count_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -
         else:
             count += len(detectors.numeric if kind == FeatureType.numeric else detectors.categorical)
     numeric = [name for name, kind in feature_types.items() if kind == FeatureType.numeric and name != PREDICTION]
-    return count + (len(detectors.multivariate) if len(numeric) >= 2 else 0)
+    count += len(detectors.multivariate) if len(numeric) >= 2 else 0
+    return count + signal_detectors(model, feature_types)
 
 
 def reference_rows_needed(
@@ -406,6 +409,7 @@ class DriftMonitor:
         numeric = [n for n, (t, _, _) in plan.items() if t is FeatureType.numeric and n != PREDICTION]
         multivariate = [self._create(n) for n in detectors.multivariate] if len(numeric) >= 2 else []
         n_detectors = sum(len(d) for _, _, d in plan.values()) + len(multivariate)
+        n_detectors += signal_detectors(self.model, {n: t for n, (t, _, _) in plan.items()})
         run_length = detector_run_length(self.config, n_detectors)
         needed, _ = reference_rows_needed(self.config, self.model, {n: t for n, (t, _, _) in plan.items()})
         used = min(reference.n_rows, self.config.reference.sample_size)

@@ -7,7 +7,13 @@ clock of its own. Its findings go through the model's alert lifecycle like every
 
 A model with none configured builds none: the hot path is unchanged (`ModelMonitor` loops over
 an empty list). Each signal lives in its own module and registers here with a `SignalType`:
-whether a model asks for it, how to build it, and how to resume it from its state.
+whether a model asks for it, how many calibrated detectors it adds to the model's false-alarm
+budget, how to build it, and how to resume it from its state.
+
+The budget is the model's, whatever runs: `drift.count_detectors` adds each wanted signal's
+detectors to the drift monitor's, and every detector, the drift monitor's and the signals',
+is calibrated to the same share (`drift.detector_run_length`). Turning a signal on makes the
+model's other detectors a little stricter; it does not raise the model's false-alarm rate.
 
 >>> from monitor.contracts.config import MonitorConfig
 >>> config = MonitorConfig()
@@ -23,7 +29,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from monitor.contracts.batch import PredictionBatch
-from monitor.contracts.config import ModelConfig, MonitorConfig
+from monitor.contracts.config import FeatureType, ModelConfig, MonitorConfig
 from monitor.core.finding import Finding
 
 
@@ -47,12 +53,31 @@ class Signal(Protocol):
 class SignalType:
     wanted: Callable[[ModelConfig], bool]
     """Whether this model's configuration asks for the signal."""
+    detectors: Callable[[ModelConfig, dict[str, FeatureType]], int]
+    """How many calibrated detectors it shares the model's drift budget with, given the types of
+    the reference's features (`drift.count_detectors`)."""
     create: Callable[[ModelConfig, MonitorConfig], Signal]
     restore: Callable[[ModelConfig, MonitorConfig, dict[str, Any]], Signal]
 
 
 SIGNAL_TYPES: dict[str, SignalType] = {}
-"""Signal name (its key in a model's state) -> its type."""
+"""Signal name (its key in a model's state) -> its type; filled by `signal_types`."""
+
+_registered = False
+
+
+def signal_types() -> dict[str, SignalType]:
+    """Every signal type by name. The modules are imported on first use, not at import time:
+    they use the drift monitor, which imports this module to count their detectors."""
+    global _registered
+    if not _registered:
+        _registered = True
+    return SIGNAL_TYPES
+
+
+def signal_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -> int:
+    """Calibrated detectors the signals `model` asks for add to its drift budget."""
+    return sum(kind.detectors(model, feature_types) for kind in signal_types().values() if kind.wanted(model))
 
 
 def build_signals(
@@ -61,7 +86,7 @@ def build_signals(
     """The signals `model` asks for, resumed from `states` where it holds theirs."""
     states = states or {}
     signals: dict[str, Signal] = {}
-    for name, kind in SIGNAL_TYPES.items():
+    for name, kind in signal_types().items():
         if kind.wanted(model):
             state = states.get(name)
             signals[name] = kind.create(model, config) if state is None else kind.restore(model, config, state)

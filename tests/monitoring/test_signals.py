@@ -35,13 +35,14 @@ class CountingSignal:
 
 @pytest.fixture
 def counting():
-    signals.SIGNAL_TYPES["counting"] = signals.SignalType(
+    signals.signal_types()["counting"] = signals.SignalType(
         wanted=lambda model: model.model_id == "counted",
+        detectors=lambda model, feature_types: 0,
         create=lambda model, config: CountingSignal(),
         restore=lambda model, config, state: CountingSignal(state["windows"]),
     )
     yield
-    del signals.SIGNAL_TYPES["counting"]
+    del signals.signal_types()["counting"]
 
 
 def _batch(start: int, stop: int) -> PredictionBatch:
@@ -71,3 +72,18 @@ def test_a_model_without_signals_builds_none():
     assert ModelMonitor("plain", config).signals == {}
     assert "signals" not in ModelMonitor("plain", config).to_state()
     assert signals.build_signals(ModelConfig(model_id="plain"), config) == {}
+
+
+def test_a_signals_detectors_share_the_models_budget(counting):
+    from monitor.monitoring.drift import count_detectors
+
+    kinds = {"x": signals.FeatureType.numeric}
+    config = MonitorConfig()
+    plain = count_detectors(config.model("plain"), kinds)
+    signals.signal_types()["counting"] = signals.SignalType(
+        wanted=lambda model: model.model_id == "counted",
+        detectors=lambda model, feature_types: 3 * len(feature_types),
+        create=lambda model, config: CountingSignal(),
+        restore=lambda model, config, state: CountingSignal(state["windows"]),
+    )
+    assert count_detectors(config.model("counted"), kinds) == plain + 3
