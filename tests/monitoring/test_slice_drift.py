@@ -93,9 +93,16 @@ def test_a_stationary_stream_raises_nothing():
     assert len(monitor.signals["slice_drift"].monitors) == 10  # type: ignore[attr-defined]
 
 
-def test_the_same_drift_spread_thin_over_all_slices_raises_no_slice_alert():
-    """A tenth of every slice's events shifted as far: the total changes as with one slice of ten."""
-    alerts, _ = run(config_for(), lambda country, rng: np.where(rng.random(len(country)) < 0.1, 1.0, 0.0))
+@pytest.mark.parametrize(
+    "thin",
+    [
+        pytest.param(lambda country, rng: np.where(rng.random(len(country)) < 0.1, 1.0, 0.0), id="a-tenth-of-each"),
+        pytest.param(lambda country, rng: np.full(len(country), 0.1), id="a-tenth-as-far-in-each"),
+    ],
+)
+def test_the_same_drift_spread_thin_over_all_slices_raises_no_slice_alert(thin):
+    """The total mean moves as much as with one slice of ten shifted by one sd (`in_c3`)."""
+    alerts, _ = run(config_for(), thin)
     assert [a.alert.slice for a in alerts if a.alert.slice] == []
 
 
