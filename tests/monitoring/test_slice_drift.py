@@ -162,6 +162,24 @@ def test_the_cap_watches_the_largest_slices_and_counts_the_rest():
     assert watched.events_left_out == pytest.approx(4000 * weights[10:].sum(), rel=0.15)
 
 
+def test_metrics_say_how_many_slices_are_watched_and_what_the_cap_leaves_out():
+    from prometheus_client import CollectorRegistry
+
+    from monitor.observability.metrics import DriftlineMetrics
+
+    countries = [f"C{i:02d}" for i in range(15)]
+    monitor = ModelMonitor("m", config_for(max_slices=10))
+    rng = np.random.default_rng(5)
+    for start in range(0, 4000, 1000):
+        monitor.observe(predictions(start, 1000, rng, countries=countries), [], [])
+    metrics = DriftlineMetrics(CollectorRegistry())
+    metrics.observe_model("m", monitor)
+    labels = {"model": "m", "key": "country"}
+    left_out = monitor.signals["slice_drift"].watched["country"].events_left_out  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("driftline_slices_watched", labels) == 10
+    assert metrics.registry.get_sample_value("driftline_slice_events_left_out_total", labels) == left_out > 0
+
+
 def test_choosing_stays_bounded_under_a_flood_of_distinct_values():
     config = config_for(max_slices=2, selection_events=3000)
     signal = SliceDrift(config.model("m"), config)
