@@ -87,6 +87,20 @@ def test_a_drift_in_one_slice_of_ten_is_found_and_named():
     assert monitor.drift.features["x"].history["ks"]
 
 
+def test_a_slice_alert_resolves_once_the_slice_is_back_to_normal():
+    rng = np.random.default_rng(1)
+    monitor = ModelMonitor("m", config_for())
+    alerts: list[RaisedAlert] = []
+    for start in range(0, 21_000, 1000):
+        changed = CHANGE_AT <= start < CHANGE_AT + 3000
+        alerts += monitor.observe(predictions(start, 1000, rng, in_c3 if changed else None), [], [])
+    assert [(a.alert.slice, a.alert.status.value) for a in alerts] == [
+        ("country=C3", "firing"),
+        ("country=C3", "resolved"),
+    ]
+    assert alerts[1].offset >= CHANGE_AT + 3000  # three clean windows of the slice
+
+
 def test_a_stationary_stream_raises_nothing():
     alerts, monitor = run(config_for())
     assert alerts == []
