@@ -4,10 +4,10 @@ A change in one country or one customer segment can vanish in the total: a shift
 deviation in a tenth of the traffic moves the all-traffic mean by a tenth of one, under what the
 all-traffic detectors can tell from noise. For the keys named in `slice_drift.keys`:
 
-1. Choice. Over the model's first `selection_events` events, each key's values are counted (a
-   Misra-Gries summary of `CANDIDATES_PER_SLICE` x `max_slices` counters: bounded, however many
-   distinct values arrive). The `max_slices` largest are watched; the rest are left out, and
-   counted (values, events since the choice), in every slice alert's evidence.
+1. Choice. Over the model's first `selection_events` events, each key's values are counted
+   (`ValueCounts`: `CANDIDATES_PER_SLICE` x `max_slices` counters and a distinct-count sketch,
+   bounded however many distinct values arrive). The `max_slices` largest are watched; the rest
+   are left out, and counted (values, events since the choice) in every slice alert's evidence.
 2. Watch. Each watched slice has a `DriftMonitor` of its own: its reference is its first
    `reference_events` events after the choice, and the model's numeric, categorical and
    prediction detectors are fitted on it. Not per slice: the multivariate test and data-quality
@@ -39,6 +39,7 @@ completes, once), and its state is a model's drift state (a reference sample whi
 
 from __future__ import annotations
 
+import base64
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,7 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
+from datasketches import hll_sketch
 
 from monitor.contracts.alert import AlertKind
 from monitor.contracts.batch import PredictionBatch
@@ -58,6 +60,9 @@ from monitor.monitoring.signals import SignalType
 CANDIDATES_PER_SLICE = 4
 """Counters per watched slice kept while choosing: a value with more than 1 / (4 x `max_slices`
 + 1) of the choice's events is sure to be counted, whatever else arrives."""
+
+DISTINCT_LG_K = 10
+"""log2 of the HyperLogLog sketch's buckets counting a key's distinct values while choosing (~3%)."""
 
 SLICE_KINDS = (AlertKind.feature_drift, AlertKind.prediction_drift)
 """What a slice reports; its data-quality findings are the all-traffic monitor's to report."""
@@ -77,21 +82,46 @@ def slice_values(slices: np.ndarray, key: str) -> list[str | None]:
     return list(map(dict.get, mappings, repeat(key)))
 
 
-def count_values(summary: dict[str, int], values: list[str | None], capacity: int) -> dict[str, int]:
-    """`summary` (value -> count, at most `capacity` values) with `values` added, Misra-Gries style:
-    when more than `capacity` values are counted, every count drops by the (capacity + 1)-th
-    largest and those left at zero go. A count is low by at most events / (capacity + 1).
+class ValueCounts:
+    """One key's values while the slices are chosen: the largest, counted in `capacity` counters
+    (Misra-Gries: when more values are counted, every count drops by the (capacity + 1)-th largest
+    and those left at zero go, so a count is low by at most events / (capacity + 1)), and how many
+    distinct values there were (a HyperLogLog sketch: a few percent off, 1 KB, whatever the flood).
 
-    >>> count_values({"DE": 5, "FR": 1}, ["DE", "IT", "ES", None], capacity=2)
-    {'DE': 5}
+    >>> counts = ValueCounts(capacity=2)
+    >>> counts.add(["DE", "DE", "FR", "IT", "ES", None])
+    >>> counts.counts, counts.distinct()
+    ({'DE': 1}, 4)
     """
-    merged = Counter(summary)
-    merged.update(values)
-    merged.pop(None, None)
-    if len(merged) <= capacity:
-        return dict(merged)
-    cut = heapq.nlargest(capacity + 1, merged.values())[-1]
-    return {value: count - cut for value, count in merged.items() if count > cut}
+
+    def __init__(self, capacity: int, counts: dict[str, int] | None = None, sketch: hll_sketch | None = None):
+        self.capacity = capacity
+        self.counts: dict[str, int] = counts or {}
+        self.sketch = sketch or hll_sketch(DISTINCT_LG_K)
+
+    def add(self, values: list[str | None]) -> None:
+        """Count a batch's values of the key (None: events without one)."""
+        batch = Counter(values)
+        batch.pop(None, None)
+        for value in batch:  # per distinct value of the batch, while choosing only
+            self.sketch.update(value)
+        merged = Counter(self.counts)
+        merged.update(batch)
+        if len(merged) > self.capacity:
+            cut = heapq.nlargest(self.capacity + 1, merged.values())[-1]
+            merged = Counter({value: count - cut for value, count in merged.items() if count > cut})
+        self.counts = dict(merged)
+
+    def distinct(self) -> int:
+        """Distinct values counted (estimated beyond a few hundred)."""
+        return max(len(self.counts), round(self.sketch.get_estimate()))
+
+    def to_state(self) -> dict[str, Any]:
+        return {"counts": self.counts, "sketch": base64.b64encode(self.sketch.serialize_compact()).decode("ascii")}
+
+    @classmethod
+    def from_state(cls, capacity: int, state: dict[str, Any]) -> ValueCounts:
+        return cls(capacity, dict(state["counts"]), hll_sketch.deserialize(base64.b64decode(state["sketch"])))
 
 
 @dataclass
@@ -101,7 +131,7 @@ class WatchedKey:
     shares: dict[str, float]
     """Watched value -> its share of the model's events while choosing (largest first)."""
     values_left_out: int
-    """Distinct values seen while choosing and not watched (at least: the summary is bounded)."""
+    """Distinct values seen while choosing and not watched (estimated beyond a few hundred)."""
     events: int = 0
     """Events since the choice."""
     events_left_out: int = 0
@@ -139,8 +169,9 @@ class SliceDrift:
         """The model's settings, but for the warm-up: a slice's reference is its first `reference_events`."""
         self.chosen_after = 0
         """Events counted for the choice (the choice is made at `selection_events`)."""
-        self.candidates: dict[str, dict[str, int]] = {key: {} for key in self.settings.keys}
-        """Per key, its values' counts while choosing (`count_values`); emptied by the choice."""
+        capacity = CANDIDATES_PER_SLICE * self.settings.max_slices
+        self.candidates = {key: ValueCounts(capacity) for key in self.settings.keys}
+        """Per key, its values counted while choosing; emptied by the choice."""
         self.watched: dict[str, WatchedKey] = {}
         self.monitors: dict[tuple[str, str], DriftMonitor] = {}
         """(key, value) -> the watched slice's drift monitor."""
@@ -148,18 +179,16 @@ class SliceDrift:
     # -- choosing -------------------------------------------------------------------------------
 
     def _count(self, predictions: PredictionBatch) -> None:
-        capacity = CANDIDATES_PER_SLICE * self.settings.max_slices
-        for key, summary in self.candidates.items():
-            self.candidates[key] = count_values(summary, slice_values(predictions.slices, key), capacity)
+        for key, counts in self.candidates.items():
+            counts.add(slice_values(predictions.slices, key))
         self.chosen_after += len(predictions)
 
     def _choose(self) -> None:
-        for key, summary in self.candidates.items():
-            ranked = sorted(summary.items(), key=lambda item: (-item[1], item[0]))
+        for key, counts in self.candidates.items():
+            ranked = sorted(counts.counts.items(), key=lambda item: (-item[1], item[0]))
             largest = ranked[: self.settings.max_slices]
-            self.watched[key] = WatchedKey(
-                {value: count / self.chosen_after for value, count in largest}, len(ranked) - len(largest)
-            )
+            shares = {value: count / self.chosen_after for value, count in largest}
+            self.watched[key] = WatchedKey(shares, counts.distinct() - len(largest))
             for value, share in self.watched[key].shares.items():
                 self.monitors[key, value] = self._monitor(share)
         self.candidates = {}
@@ -244,7 +273,7 @@ class SliceDrift:
     def to_state(self) -> dict[str, Any]:
         return {
             "chosen_after": self.chosen_after,
-            "candidates": self.candidates,
+            "candidates": {key: counts.to_state() for key, counts in self.candidates.items()},
             "watched": {key: watched.to_state() for key, watched in self.watched.items()},
             "monitors": {key: {value: monitor.to_state() for (k, value), monitor in self.monitors.items() if k == key}
                          for key in self.watched},
@@ -254,7 +283,8 @@ class SliceDrift:
     def restore(cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any]) -> SliceDrift:
         signal = cls(model, config)
         signal.chosen_after = state["chosen_after"]
-        signal.candidates = {key: dict(summary) for key, summary in state["candidates"].items()}
+        capacity = CANDIDATES_PER_SLICE * signal.settings.max_slices
+        signal.candidates = {key: ValueCounts.from_state(capacity, c) for key, c in state["candidates"].items()}
         signal.watched = {key: WatchedKey.from_state(watched) for key, watched in state["watched"].items()}
         signal.monitors = {
             (key, value): signal._monitor(signal.watched[key].shares[value], monitor)
