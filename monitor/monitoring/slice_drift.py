@@ -272,6 +272,7 @@ class SliceDrift:
 
     def to_state(self) -> dict[str, Any]:
         return {
+            "max_slices": self.settings.max_slices,
             "chosen_after": self.chosen_after,
             "candidates": {key: counts.to_state() for key, counts in self.candidates.items()},
             "watched": {key: watched.to_state() for key, watched in self.watched.items()},
@@ -281,7 +282,12 @@ class SliceDrift:
 
     @classmethod
     def restore(cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any]) -> SliceDrift:
+        """Resume from `to_state`; a state chosen under other keys or another cap starts afresh,
+        choosing again (the slices it watched are not the ones the configuration asks for)."""
         signal = cls(model, config)
+        chosen_under = (sorted({*state["candidates"], *state["watched"]}), state.get("max_slices"))
+        if chosen_under != (sorted(signal.settings.keys), signal.settings.max_slices):
+            return signal
         signal.chosen_after = state["chosen_after"]
         capacity = CANDIDATES_PER_SLICE * signal.settings.max_slices
         signal.candidates = {key: ValueCounts.from_state(capacity, c) for key, c in state["candidates"].items()}

@@ -153,6 +153,17 @@ def test_state_round_trips_at_every_batch(window):
         )
 
 
+def test_a_state_chosen_under_other_keys_or_another_cap_chooses_afresh():
+    config = config_for()
+    signal = SliceDrift(config.model("m"), config)
+    signal.observe(predictions(0, 2000, np.random.default_rng(6)))
+    state = json.loads(json.dumps(signal.to_state()))
+    assert SliceDrift.restore(config.model("m"), config, state).watched.keys() == {"country"}
+    for changed in (config_for(max_slices=5), config_for(keys=["segment"])):
+        resumed = SliceDrift.restore(changed.model("m"), changed, state)
+        assert (resumed.watched, resumed.monitors, resumed.chosen_after) == ({}, {}, 0)
+
+
 def test_time_windows_close_a_slices_window_with_the_models():
     alerts, monitor = run(config_for({"size_events": None, "size_seconds": 600}), in_c3)
     assert {a.alert.slice for a in alerts} == {"country=C3"}
