@@ -5,7 +5,8 @@ fires it; further active findings are absorbed, except that the alert is sent ag
 `repeat_interval_seconds` of event time have passed since it was last sent; after
 `resolve_after_clean_windows` consecutive clean checks it resolves. A cause mutes its symptoms
 (`MUTED_BY`): while a data-quality alert fires on a feature, drift on that feature is not raised,
-because broken data explains it.
+because broken data explains it. Likewise an alert on one slice (`country=DE`) is not raised while
+the same alert on all traffic fires: a change everywhere is the all-traffic alert's to report.
 
 >>> from datetime import datetime, timedelta, UTC
 >>> from monitor.contracts.alert import AlertKind, Evidence
@@ -91,6 +92,10 @@ class AlertLifecycle:
         return current.alert.model_copy(update={"status": AlertStatus.resolved, "ends_at": finding.at})
 
     def _is_muted(self, finding: Finding) -> bool:
+        if finding.slice is not None:
+            all_traffic = fingerprint(finding.kind, finding.model_id, finding.feature, None)
+            if all_traffic in self.active:
+                return True
         cause = MUTED_BY.get(finding.kind)
         if cause is None:
             return False

@@ -193,6 +193,38 @@ class EvaluationConfig(_Section):
     """Age at which a window's label coverage is judged (`expected_label_coverage`); default `join_ttl_seconds`."""
 
 
+class SliceDriftConfig(_Section):
+    """Drift per slice (`monitor.monitoring.slice_drift`): the model's drift detectors on each of
+    the largest values of the slice keys named here, so a change in one country or one customer
+    segment that vanishes in the total is found and named.
+
+    Opt-in: each watched slice is calibrated like a model of its own (CPU at start, state after),
+    and its detectors share the model's false-alarm budget, which makes every other detector of
+    the model a little stricter.
+
+    >>> SliceDriftConfig(keys=["country"]).max_slices
+    10
+    """
+
+    keys: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(min_length=1)
+    """Slice keys (keys of the events' `slices`, e.g. `country`) whose values are watched apart."""
+    max_slices: int = Field(10, gt=0, le=100)
+    """Values watched per key: the largest by events over the model's first `selection_events`.
+    The others are counted as left out (in every slice alert's evidence), never watched."""
+    selection_events: int | None = Field(None, gt=0)
+    """The model's first events over which the largest slices are chosen; default `reference.warmup_events`."""
+    reference_events: int | None = Field(None, gt=0)
+    """A watched slice's first events after the choice form its reference; default
+    `reference.warmup_events`. Fewer make a slice's alarms depend more on the luck of its reference."""
+
+    @model_validator(mode="after")
+    def _keys_unique(self) -> SliceDriftConfig:
+        twice = sorted({key for key in self.keys if self.keys.count(key) > 1})
+        if twice:
+            raise ValueError(f"keys: {twice} listed more than once")
+        return self
+
+
 class ModelConfig(_Section):
     model_id: str
     task: Task = Task.auto
@@ -210,6 +242,8 @@ class ModelConfig(_Section):
     """Overrides the global `window` for this model."""
     detectors: DetectorsConfig | None = None
     """Overrides the global `detectors` for this model."""
+    slice_drift: SliceDriftConfig | None = None
+    """Drift detectors per value of these slice keys (`SliceDriftConfig`); none by default."""
 
 
 class CapsConfig(_Section):

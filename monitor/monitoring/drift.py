@@ -72,9 +72,9 @@ def detector_run_length(config: MonitorConfig, n_detectors: int) -> float:
     return config.alerting.run_length_events / (1.0 - config.evaluation.budget_share) * max(n_detectors, 1)
 
 
-def count_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -> int:
-    """Drift detectors of a model whose reference has these features (`PREDICTION`: the score),
-    with those of the optional signals it asks for (`signals.signal_detectors`)."""
+def feature_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -> int:
+    """Univariate drift detectors of a model whose reference has these features (`PREDICTION`:
+    the score): one set per feature, by its type."""
     detectors = model.detectors
     assert detectors is not None, "use MonitorConfig.model()"
     count = 0
@@ -83,6 +83,15 @@ def count_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -
             count += len(detectors.prediction)
         else:
             count += len(detectors.numeric if kind == FeatureType.numeric else detectors.categorical)
+    return count
+
+
+def count_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -> int:
+    """Drift detectors of a model whose reference has these features (`PREDICTION`: the score),
+    with those of the optional signals it asks for (`signals.signal_detectors`)."""
+    detectors = model.detectors
+    assert detectors is not None, "use MonitorConfig.model()"
+    count = feature_detectors(model, feature_types)
     numeric = [name for name, kind in feature_types.items() if kind == FeatureType.numeric and name != PREDICTION]
     count += len(detectors.multivariate) if len(numeric) >= 2 else 0
     return count + signal_detectors(model, feature_types)
@@ -359,9 +368,19 @@ class BatchColumns:
 
 
 class DriftMonitor:
-    def __init__(self, model: ModelConfig, config: MonitorConfig, reference: ReferenceProfile | None = None):
+    def __init__(
+        self,
+        model: ModelConfig,
+        config: MonitorConfig,
+        reference: ReferenceProfile | None = None,
+        *,
+        multivariate: bool = True,
+    ):
         self.model = model
         self.config = config
+        self.with_multivariate = multivariate
+        """False: no multivariate test (a slice's monitor, `slice_drift`: its model's all-traffic
+        monitor has one); the model's multivariate detectors still count in the budget."""
         assert model.window is not None and model.detectors is not None, "use MonitorConfig.model()"
         self.clock = WindowClock(model.window)
         self.events = 0
@@ -407,11 +426,11 @@ class DriftMonitor:
                 alert_kind = AlertKind.feature_drift
             plan[name] = (kind_of_data, alert_kind, [self._create(n) for n in names])
         numeric = [n for n, (t, _, _) in plan.items() if t is FeatureType.numeric and n != PREDICTION]
-        multivariate = [self._create(n) for n in detectors.multivariate] if len(numeric) >= 2 else []
-        n_detectors = sum(len(d) for _, _, d in plan.values()) + len(multivariate)
-        n_detectors += signal_detectors(self.model, {n: t for n, (t, _, _) in plan.items()})
-        run_length = detector_run_length(self.config, n_detectors)
-        needed, _ = reference_rows_needed(self.config, self.model, {n: t for n, (t, _, _) in plan.items()})
+        wanted = len(numeric) >= 2 and self.with_multivariate
+        multivariate = [self._create(n) for n in detectors.multivariate] if wanted else []
+        types = {n: t for n, (t, _, _) in plan.items()}
+        run_length = detector_run_length(self.config, count_detectors(self.model, types))
+        needed, _ = reference_rows_needed(self.config, self.model, types)
         used = min(reference.n_rows, self.config.reference.sample_size)
         if used < needed:
             log.warning(
@@ -921,8 +940,10 @@ class DriftMonitor:
         }
 
     @classmethod
-    def from_state(cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any]) -> DriftMonitor:
-        monitor = cls(model, config)
+    def from_state(
+        cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any], *, multivariate: bool = True
+    ) -> DriftMonitor:
+        monitor = cls(model, config, multivariate=multivariate)
         monitor.events, monitor.extra_fields = state["events"], state["extra_fields"]
         monitor.unknown_features = state["unknown_features"]
         monitor.clock.restore(state["clock"])

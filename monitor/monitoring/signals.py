@@ -71,6 +71,8 @@ def signal_types() -> dict[str, SignalType]:
     they use the drift monitor, which imports this module to count their detectors."""
     global _registered
     if not _registered:
+        from monitor.monitoring.slice_drift import SLICE_DRIFT
+        SIGNAL_TYPES["slice_drift"] = SLICE_DRIFT
         _registered = True
     return SIGNAL_TYPES
 

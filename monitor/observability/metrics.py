@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from monitor.contracts.alert import Alert, AlertStatus
+from monitor.monitoring.slice_drift import SliceDrift
 
 if TYPE_CHECKING:
     from monitor.evaluation.join import JoinStore
@@ -149,6 +150,18 @@ class DriftlineMetrics:
             ["model"],
             registry=registry,
         )
+        self.slices_watched = Gauge(
+            "driftline_slices_watched",
+            "Values of a slice key with drift detectors of their own (`slice_drift`, at most `max_slices`).",
+            ["model", "key"],
+            registry=registry,
+        )
+        self.slice_events_left_out = Counter(
+            "driftline_slice_events_left_out",
+            "Events whose value of a slice key is not watched for drift (left out by `slice_drift.max_slices`).",
+            ["model", "key"],
+            registry=registry,
+        )
         self.performance = Gauge(
             "driftline_model_performance",
             "Latest value of an evaluation metric, every version of the model together.",
@@ -206,7 +219,7 @@ class DriftlineMetrics:
         """Everything about one model, read off its monitor: alerts active in its lifecycle (1, and
         0 for those exported before that no longer are: a restarted worker re-exports what its
         restored state has firing), drift scores and thresholds, late events, windows closed and
-        the last closed window's performance."""
+        the last closed window's performance, and what slice drift watches and leaves out."""
         active = {_alert_labels(a.alert) for a in monitor.lifecycle.active.values()}
         exported = {labels for gauge, labels in self._series.get(model_id, ()) if gauge is self.alert_active}
         for labels in active | exported:
@@ -236,6 +249,12 @@ class DriftlineMetrics:
             for detector, score, threshold in by_feature[name]:
                 self._set(model_id, self.drift_score, (model_id, name, detector), score)
                 self._set(model_id, self.drift_threshold, (model_id, name, detector), threshold)
+        slices = monitor.signals.get("slice_drift")
+        if isinstance(slices, SliceDrift):
+            for key, watched in slices.watched.items():
+                self._set(model_id, self.slices_watched, (model_id, key), len(watched.shares))
+                left_out = self.slice_events_left_out.labels(model=model_id, key=key)
+                self._add_difference(left_out, ("slice_left_out", f"{model_id}\x1f{key}"), watched.events_left_out)
         windows = monitor.evaluator.window_metrics(last=1)
         if windows:
             window = windows[-1]
