@@ -72,6 +72,8 @@ def signal_types() -> dict[str, SignalType]:
     global _registered
     if not _registered:
         _registered = True
+        from monitor.monitoring.attribution import ATTRIBUTION
+        SIGNAL_TYPES["attribution"] = ATTRIBUTION
     return SIGNAL_TYPES
 
 
