@@ -65,6 +65,9 @@ SD_FLOOR_SHARE = 1e-3
 the reference's total influence at least: a feature that never mattered and starts to is found,
 rounding noise on a constant one is not."""
 
+ATTRIBUTIONS = "__attributions__"
+"""The `feature` label of the signal's score in the drift metrics (as `__prediction__` is the score's)."""
+
 SUMMARY_FEATURES = 3
 """Features the summary names (the evidence ranks `attribution.top_features`)."""
 
@@ -375,10 +378,18 @@ class AttributionSignal:
             True,
             at,
             evidence=evidence,
-            summary=f"{self.model.model_id}: what drives its predictions changed: {_moved(ranked)}; "
+            summary=f"{self.model.model_id}: what drives its predictions changed: {_moved(ranked, result.threshold)}; "
             f"{test.name} = {result.score:.3g} over its threshold {result.threshold:.3g} ({n} events)",
             offset=offset,
         )
+
+    def drift_scores(self) -> dict[str, list[tuple[str, float, float]]]:
+        """`ATTRIBUTIONS` -> [(test, last closed window's score, threshold)], for the drift
+        metrics (`driftline_drift_score{feature="__attributions__"}`); empty until calibrated."""
+        if self.test is None:
+            return {}
+        history = self.history.get(self.test.name)
+        return {ATTRIBUTIONS: [(self.test.name, history[-1][1] if history else math.nan, self.test.threshold)]}
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -435,10 +446,13 @@ def _round(value: float) -> float:
     return float(f"{float(value):.4g}")
 
 
-def _moved(ranked: list[list[Any]]) -> str:
-    """`'amount' 41% -> 12% of the attribution (mean |attribution| 0.82 -> 0.24), 'country' ...`"""
+def _moved(ranked: list[list[Any]], threshold: float) -> str:
+    """`'amount' 41% -> 12% of the attribution (mean |attribution| 0.82 -> 0.24), 'country' ...`:
+    the first of `ranked` (rows of the evidence's `changed`) and those after it whose change
+    alone crosses `threshold`, at most `SUMMARY_FEATURES`."""
     parts = []
-    for name, before, after, _, share_before, share_after, _ in ranked[:SUMMARY_FEATURES]:
+    named = [row for k, row in enumerate(ranked) if k == 0 or abs(row[6]) > threshold]
+    for name, before, after, _, share_before, share_after, _ in named[:SUMMARY_FEATURES]:
         shares = "" if share_before is None or share_after is None else f"{share_before:.0%} -> {share_after:.0%} "
         parts.append(f"{name!r} {shares}of the attribution (mean |attribution| {before:.3g} -> {after:.3g})")
     return ", ".join(parts)

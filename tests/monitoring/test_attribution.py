@@ -187,3 +187,37 @@ def test_influence_shift_test_state_round_trips():
     again = InfluenceShiftTest.from_state(json.loads(json.dumps(test.to_state())))
     window = np.abs(rng.normal(size=(200, 2)))
     assert again.test(window) == test.test(window)
+
+
+def test_a_dropped_features_attribution_is_removed_and_redacted_from_dead_letters():
+    from monitor.contracts.privacy import REDACTED, PrivacyPolicy
+
+    config = MonitorConfig.model_validate({"models": [{"model_id": "m", "features": {"ssn": {"pii": "drop"}}}]})
+    policy = PrivacyPolicy.from_config(config, {})
+    raw = orjson.dumps({"model_id": "m", "prediction_id": "p", "timestamp": "2024-01-01T00:00:00Z",
+                        "features": {"ssn": "078-05-1120", "a": 1}, "prediction": 1,
+                        "attributions": {"ssn": 0.7, "a": 0.1}})  # fmt: skip
+    batch = decode_batch([raw], [0], privacy=policy).predictions
+    assert batch.features[0] == {"a": 1} and batch.attributions[0] == {"a": 0.1}
+    kept = policy.redact(raw)
+    assert orjson.loads(bytes(kept))["attributions"] == {"ssn": REDACTED, "a": 0.1}
+    assert "attributions.ssn" in kept.fields  # type: ignore[attr-defined]
+
+
+def test_the_explain_page_and_the_metrics_show_it():
+    from prometheus_client import CollectorRegistry
+
+    from monitor.observability.explain import render_page
+    from monitor.observability.metrics import DriftlineMetrics
+
+    monitor = ModelMonitor("fraud", CONFIG)
+    alerts = run(monitor, [events(i, i + 500, BEFORE if i < 4000 else AFTER, seed=i) for i in range(0, 5000, 500)])
+    alert = next(a for a in alerts if a.kind is AlertKind.attribution_drift)
+    page = render_page([alert])
+    assert "What drives the predictions" in page and "country_risk" in page
+    registry = CollectorRegistry()
+    DriftlineMetrics(registry).observe_model("fraud", monitor)
+    labels = {"model": "fraud", "feature": "__attributions__", "detector": "influence_shift"}
+    last_window = monitor.signals["attribution"].history["influence_shift"][-1][1]  # type: ignore[attr-defined]
+    assert registry.get_sample_value("driftline_drift_score", labels) == last_window > alert.evidence.threshold
+    assert registry.get_sample_value("driftline_drift_threshold", labels) == alert.evidence.threshold
