@@ -259,13 +259,15 @@ class AttributionSignal:
     def _add_reference_rows(self, attributions: np.ndarray) -> int:
         """Take rows for the reference from the start of `attributions` (events that carry
         some); returns how many it took."""
-        taken = attributions[: max(0, self.rows_wanted - sum(map(len, self._rows)))]
+        kept = sum(map(len, self._rows))
+        taken = attributions[: max(0, self.rows_wanted - kept)]
+        cap = self.config.caps.max_features_per_model
+        if len(taken) and len(self.names) < cap:
+            names = dict.fromkeys(self.names)
+            names.update(dict.fromkeys(chain.from_iterable(taken)))
+            self.names = list(names)[:cap]
+            taken = taken[: max(0, self.rows_wanted - kept)]  # more features, fewer rows (`rows_wanted`)
         if len(taken):
-            cap = self.config.caps.max_features_per_model
-            if len(self.names) < cap:
-                names = dict.fromkeys(self.names)
-                names.update(dict.fromkeys(chain.from_iterable(taken)))
-                self.names = list(names)[:cap]
             self._rows.append(self._matrix(taken)[0])
         return len(taken)
 
@@ -317,6 +319,8 @@ class AttributionSignal:
         if self.test is None and self.unfitted is None:
             taken = self._add_reference_rows(attributions)
             attributions, times = attributions[taken:], times[taken:]
+            if taken:  # the events without attributions after the reference's last count in the window
+                missing = int((~carried[np.flatnonzero(carried)[taken - 1] + 1 :]).sum())
             if sum(map(len, self._rows)) >= self.rows_wanted and self.feature_types is not None:
                 self._calibrate()
             if self.test is None:

@@ -243,3 +243,17 @@ def test_the_threshold_holds_its_false_alarm_rate_on_heavy_tailed_attributions(t
         hits += sum(test.test_sums(s, window).drifted for s in sums)
     expected = rate * windows * references  # 30
     assert 0.5 * expected <= hits <= 1.6 * expected
+
+
+def test_the_reference_stays_within_its_bound_of_rows_times_features(monkeypatch):
+    from monitor.monitoring import attribution
+
+    monkeypatch.setattr(attribution, "MAX_REFERENCE_VALUES", 3000)  # 750 rows of the 4 features
+    monitor = ModelMonitor("fraud", CONFIG)
+    run(monitor, [events(0, 700, BEFORE, seed=0)])
+    state = monitor.to_state()["signals"]["attribution"]
+    assert len(state["rows"]) == 700 and len(state["rows"][0]) == 4 and state["test"] is None
+    run(monitor, [events(700, 2000, BEFORE, seed=1)])
+    signal = monitor.signals["attribution"]
+    assert signal.test is not None and signal.test.reference_size == 750  # type: ignore[attr-defined]
+    assert monitor.to_state()["signals"]["attribution"]["rows"] == []
