@@ -14,8 +14,8 @@ model's false-alarm budget is known from its configuration alone, before any eve
   most `reference.sample_size`, and at most `MAX_REFERENCE_VALUES` rows x features), in time
   order. The features are those their attributions name (at most `caps.max_features_per_model`);
   a feature an event leaves out counts as 0 there (producers often send only the largest).
-* **Window**: per feature, the sum of |attribution| and one count of events: O(features) state,
-  whatever the traffic; the attributions to features the reference never named are summed apart
+* **Window**: per feature, two sums of |attribution| (as it is, for the evidence; capped, for the
+  test) and one count of events: O(features) state, whatever the traffic; the attributions to features the reference never named are summed apart
   (`unreferenced_share` in the evidence). Events without attributions are counted, not used.
 * **Test** (`InfluenceShiftTest`, one per model, `SignalType.detectors` = 1): the largest
   standardised change of a feature's influence, max_j |m_j - mu_j| / (sd_j sqrt(1/n + 1/N)),
@@ -24,7 +24,13 @@ model's false-alarm budget is known from its configuration alone, before any eve
   threshold comes from block-bootstrap windows of the reference rows, each against a profile
   re-estimated from another resample (`CalibratedWindowTest`), at the run length every detector
   of the model gets (`drift.detector_run_length` of `drift.count_detectors`), so the model's
-  false-alarm rate stays the declared one.
+  false-alarm rate stays the declared one. Measured at 1% and 0.1% per window (20-40 references
+  of 2,000 rows, windows of 500): 0.75-1.25x the declared rate on Gaussian, |Student-t(3)| and
+  sparse attributions; 1.7x on AR(1) attributions with phi = 0.5 (the block bootstrap sees most,
+  not all, of the dependence).
+* **Budget**: the count needs the drift monitor's feature types, which a signal is not given:
+  they are taken as its warm-up takes them (a `ReferenceBuilder` over the model's first
+  `INFERENCE_ROWS` events, per-event Python during the warm-up only), or from the reference file.
 * **Finding**: `attribution_drift` (model-level), ranking the features whose influence changed
   most in the prediction's units (attributions of all features share those units, so an absolute
   change compares across features; a ratio would rank noise on features that hardly matter):
