@@ -89,6 +89,11 @@ KIND_SUMMARIES: dict[AlertKind, tuple[str, str]] = {
         "Fewer predictions than expected received an outcome within the join TTL; performance alerts are "
         "inhibited while this fires.",
     ),
+    AlertKind.attribution_drift: (
+        "Model {{ $labels.model }}: what drives its predictions changed" + _SLICE,
+        "The features' shares of the model's attributions (e.g. SHAP values) moved away from the reference: the "
+        "model now bases its predictions on other features, whether or not its inputs changed.",
+    ),
 }
 
 

@@ -48,6 +48,7 @@ def prediction_record(
     slices: Mapping[str, str] | None = None,
     latency_ms: float | None = None,
     request_status: str | None = None,
+    attributions: Mapping[str, float] | None = None,
     limits: EventLimits | None = None,
 ) -> tuple[bytes, PredictionEvent]:
     """The bytes `DriftlinePublisher.publish_prediction` sends for these fields, and the event the
@@ -69,6 +70,7 @@ def prediction_record(
         "slices": slices,
         "latency_ms": latency_ms,
         "request_status": request_status,
+        "attributions": attributions,
     }
     event.update({name: value for name, value in optional.items() if value is not None})
     raw = _encode(event, PredictionEvent, limits)

@@ -173,6 +173,7 @@ class DriftlinePublisher:
         slices: Mapping[str, str] | None = None,
         latency_ms: float | None = None,
         request_status: str | None = None,
+        attributions: Mapping[str, float] | None = None,
     ) -> Future[object] | FutureRecordMetadata:
         """Validate one prediction and send it to the predictions topic, keyed by `model_id`, in
         the model's next envelope (alone with `batch_events=1`).
@@ -191,6 +192,7 @@ class DriftlinePublisher:
             slices=slices,
             latency_ms=latency_ms,
             request_status=request_status,
+            attributions=attributions,
             limits=self.limits,
         )
         if self._packer is None:

@@ -36,6 +36,7 @@ class AlertKind(StrEnum):
     slice_regression = "slice_regression"
     serving_degradation = "serving_degradation"
     labels_missing = "labels_missing"
+    attribution_drift = "attribution_drift"
 
 
 class AlertStatus(StrEnum):

@@ -78,6 +78,8 @@ class PredictionBatch:
     """`ok`, `error`, `timeout` or None."""
     extra_fields: np.ndarray
     """Unknown top-level fields on each event (allowed, not monitored, counted)."""
+    attributions: np.ndarray
+    """A mapping feature name -> attribution (e.g. its SHAP value) per event, or None."""
     _columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -108,6 +110,7 @@ class PredictionBatch:
             self.latency_ms[index],
             self.request_status[index],
             self.extra_fields[index],
+            self.attributions[index],
         )
 
     def by_model(self) -> dict[str, np.ndarray]:
@@ -229,6 +232,7 @@ def _decoders(limits: EventLimits) -> tuple[msgspec.json.Decoder, msgspec.json.D
             ("slices", slices | None, None),
             ("latency_ms", Annotated[float, Meta(ge=0.0)] | None, None),
             ("request_status", Literal["ok", "error", "timeout"] | None, None),
+            ("attributions", Annotated[dict[str, float], Meta(max_length=limits.max_features)] | None, None),
         ],
         forbid_unknown_fields=True,
     )
@@ -284,13 +288,14 @@ def _keys_ok(mappings: Sequence[dict[str, Any] | None], long: int, control: bool
 
 
 def _valid_predictions(rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
-    model_ids, prediction_ids, timestamps, features, _, _, versions, probabilities, slices, _, _ = zip(
+    model_ids, prediction_ids, timestamps, features, _, _, versions, probabilities, slices, _, _, attributions = zip(
         *rows, strict=True
     )
     good = _timestamps_ok(timestamps)
     for texts in (model_ids, prediction_ids, versions):
         good &= _identifiers_ok(texts)
     good &= _keys_ok(features, 256, control=False)
+    good &= _keys_ok(attributions, 256, control=False)
     good &= _keys_ok(probabilities, 256, control=True)
     good &= _keys_ok(slices, 256, control=True)
     for i, given in enumerate(probabilities):
@@ -321,6 +326,7 @@ def _prediction_row(event: PredictionEvent) -> tuple[Any, ...]:
         event.slices,
         event.latency_ms,
         None if status is None else status.value,
+        event.attributions,
     )
 
 
@@ -331,8 +337,21 @@ def _outcome_row(event: OutcomeEvent) -> tuple[Any, ...]:
 def _prediction_batch(
     rows: Sequence[tuple[Any, ...]], times: Sequence[float], extras: Sequence[int], positions: np.ndarray
 ) -> PredictionBatch:
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 11
-    model_ids, prediction_ids, _, features, predictions, _, versions, probabilities, slices, latency, status = columns
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 12
+    (
+        model_ids,
+        prediction_ids,
+        _,
+        features,
+        predictions,
+        _,
+        versions,
+        probabilities,
+        slices,
+        latency,
+        status,
+        attributions,
+    ) = columns
     return PredictionBatch(
         positions=positions,
         timestamps=np.asarray(times, dtype=np.float64).reshape(len(rows)),
@@ -346,6 +365,7 @@ def _prediction_batch(
         latency_ms=_objects(latency),
         request_status=_objects(status),
         extra_fields=np.asarray(extras, dtype=np.int64).reshape(len(rows)),
+        attributions=_objects(attributions),
     )
 
 
@@ -440,7 +460,7 @@ def decode_batch(
     o_at, o_rows, o_times = _in_input_order(o_at, o_rows, o_times)
     predictions = _prediction_batch(p_rows, p_times, p_extras, positions[p_at])
     if privacy is not None and privacy.active:
-        privacy.apply(predictions.model_ids, predictions.features)
+        privacy.apply(predictions.model_ids, predictions.features, predictions.attributions)
     return DecodedBatch(predictions, _outcome_batch(o_rows, o_times, positions[o_at]), rejected)
 
 

@@ -152,6 +152,7 @@ class AlertingConfig(_Section):
         AlertKind.slice_regression: Severity.warning,
         AlertKind.serving_degradation: Severity.critical,
         AlertKind.labels_missing: Severity.warning,
+        AlertKind.attribution_drift: Severity.warning,
     }
 
     @property
@@ -224,6 +225,19 @@ class SliceDriftConfig(_Section):
             raise ValueError(f"keys: {twice} listed more than once")
         return self
 
+class AttributionConfig(_Section):
+    """Attribution drift (`monitor.monitoring.attribution`): how much each feature drives the
+    model's predictions (mean |attribution| per window, from the events' `attributions`, e.g.
+    SHAP values) against the model's first events that carry them. One calibrated test per model,
+    in the model's false-alarm budget; a model without this section runs none of it.
+
+    >>> ModelConfig.model_validate({"model_id": "fraud", "attribution": {"top_features": 3}}).attribution
+    AttributionConfig(top_features=3)
+    """
+
+    top_features: int = Field(5, ge=1, le=50)
+    """Features the alert's evidence and summary rank, those whose influence changed most."""
+
 
 class ModelConfig(_Section):
     model_id: str
@@ -244,6 +258,8 @@ class ModelConfig(_Section):
     """Overrides the global `detectors` for this model."""
     slice_drift: SliceDriftConfig | None = None
     """Drift detectors per value of these slice keys (`SliceDriftConfig`); none by default."""
+    attribution: AttributionConfig | None = None
+    """Watch what drives the model's predictions (its events' `attributions`); off when absent."""
 
 
 class CapsConfig(_Section):

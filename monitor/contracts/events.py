@@ -124,6 +124,11 @@ class PredictionEvent(_Event):
     )
     latency_ms: Annotated[float, Field(ge=0.0)] | None = Field(None, description="Serving latency.")
     request_status: RequestStatus | None = Field(None, description="Whether the serving request succeeded.")
+    attributions: dict[FeatureName, StrictFloat] | None = Field(
+        None,
+        description="How much each feature moved this prediction (e.g. SHAP values), in the prediction's units, "
+        "by feature name; at most as many as `features` may hold.",
+    )
 
     @field_validator("features")
     @classmethod
@@ -139,6 +144,20 @@ class PredictionEvent(_Event):
         too_long = [name for name, v in value.items() if type(v) is str and len(v) > longest]
         if too_long:
             _check_string(value[too_long[0]], limits, f"value of feature {too_long[0]!r}")
+        return value
+
+    @field_validator("attributions")
+    @classmethod
+    def _attributions_within_limits(
+        cls, value: dict[str, float] | None, info: ValidationInfo
+    ) -> dict[str, float] | None:
+        limits = _limits(info)
+        if value and len(value) > limits.max_features:
+            raise PydanticCustomError(
+                "limit_attributions",
+                "{count} attributions, over the limit of {limit} features",
+                {"count": len(value), "limit": limits.max_features},
+            )
         return value
 
     @field_validator("prediction")

@@ -6,12 +6,15 @@ once, where events become columns (`batch.decode_batch`, called by the worker's 
 window sketches and category counts, alerts and their evidence, explain pages, metrics, logs)
 only ever sees what the policy let through:
 
-- `drop`: the feature is removed from the event; it is never monitored.
+- `drop`: the feature is removed from the event; it is never monitored. Its attribution (the
+  event's `attributions`, e.g. its SHAP value) is removed too: a number, not the value, but it
+  says how much the value moved the prediction, and nothing about a dropped feature is kept.
 - `hash`: its value is replaced by a pseudonym, `hash:` and the first 16 hex digits of
   HMAC-SHA256(key, feature name, NUL, the value as text), so the category's drift is still
   monitored, by pseudonym. The key comes from the environment only (`DRIFTLINE_PII_KEY`, at least
   32 characters); a configuration with `pii: hash` and no key stops at start naming the
-  variable. Nulls stay nulls (null-rate checks still work).
+  variable. Nulls stay nulls (null-rate checks still work). Its attribution is kept under the
+  feature's name: a number in the prediction's units, which names no value.
 
 Dead letters (`refusal`) keep an input's bytes only where no marked feature can be in them (an
 event of a model that marks none); otherwise the input is re-encoded with the marked features'
@@ -152,18 +155,23 @@ class PrivacyPolicy:
             found = cache[value] = HASH_PREFIX + digest[:HASH_DIGITS]
         return found
 
-    def apply(self, model_ids: Any, features: Any) -> None:
+    def apply(self, model_ids: Any, features: Any, attributions: Any = None) -> None:
         """Remove the marked features of each event in place: `features[i]` (a dict) is an event
-        of `model_ids[i]`. Called on every decoded batch when `active`."""
+        of `model_ids[i]`, and `attributions[i]` its attributions (a dict or None), which lose
+        the dropped features. Called on every decoded batch when `active`."""
         rules = self._rules
         pseudonym = self.pseudonym
-        for model_id, values in zip(model_ids, features, strict=True):
+        if attributions is None:
+            attributions = [None] * len(features)
+        for model_id, values, attributed in zip(model_ids, features, attributions, strict=True):
             rule = rules.get(model_id)
             if rule is None:
                 continue
             dropped, hashed = rule
             for name in dropped:
                 values.pop(name, None)
+                if attributed:
+                    attributed.pop(name, None)
             for name in hashed:
                 value = values.get(name)
                 if value is not None:
@@ -222,6 +230,12 @@ class PrivacyPolicy:
                 return
         else:
             marks = dict.fromkeys(self._any_name, Pii.drop)
+        attributed = event.get("attributions")
+        if isinstance(attributed, dict):
+            for name, mark in marks.items():
+                if mark is Pii.drop and name in attributed:
+                    attributed[name] = REDACTED
+                    fields.append(f"{path}attributions.{name}")
         values = event["features"]
         if not isinstance(values, dict):
             if values is not None and not isinstance(values, bool | int | float):

@@ -209,16 +209,17 @@ class Bootstrap:
     def paths(self, n_paths: int, length: int) -> np.ndarray:
         return self.gather(self.values, self.starts(n_paths, length), length)
 
-    def resample_means(self, f_values: np.ndarray, n_paths: int) -> np.ndarray:
+    def resample_means(self, f_values: np.ndarray, n_paths: int, length: int | None = None) -> np.ndarray:
         """Means of `f_values` (n, or n x d, aligned with the reference) over `n_paths`
-        block resamples of the reference's own size: what the profile could have been. Cheap:
-        a resample's sum is a sum of block sums."""
+        block resamples of the reference's own size: what the profile could have been; or of
+        `length` values (a whole number of blocks, the nearest): windows. Cheap: a resample's
+        sum is a sum of block sums."""
         f = np.asarray(f_values, dtype=float)
         flat = f.reshape(self.n, -1)
         b = self.block
         cum = np.concatenate([np.zeros((1, flat.shape[1])), np.cumsum(np.vstack([flat, flat[: b - 1]]), axis=0)])
         sums = cum[b : b + self.n] - cum[: self.n]  # block sum starting at each position
-        n_blocks = max(1, round(self.n / b))
+        n_blocks = max(1, round((self.n if length is None else length) / b))
         starts = self.rng.integers(0, self.n, size=(n_paths, n_blocks))
         # A slice of paths at a time, gathered blocks x paths so that the sum runs down the first
         # axis, a vector add per block: the same sums as along each path's row (pinned by

@@ -71,8 +71,11 @@ def signal_types() -> dict[str, SignalType]:
     they use the drift monitor, which imports this module to count their detectors."""
     global _registered
     if not _registered:
+        from monitor.monitoring.attribution import ATTRIBUTION
         from monitor.monitoring.slice_drift import SLICE_DRIFT
+
         SIGNAL_TYPES["slice_drift"] = SLICE_DRIFT
+        SIGNAL_TYPES["attribution"] = ATTRIBUTION
         _registered = True
     return SIGNAL_TYPES
 

@@ -800,6 +800,34 @@ def _distribution_section(alert: Alert, history: Sequence[Alert]) -> str:
     return ""
 
 
+def _influence_section(alert: Alert, history: Sequence[Alert]) -> str:
+    """For `attribution_drift`: each ranked feature's share of the attribution, reference against
+    the window (bars), and the evidence's `changed` rows as a table."""
+    if alert.kind is not AlertKind.attribution_drift:
+        return ""
+    for record in reversed(history):
+        details = record.evidence.details
+        changed, columns = details.get("changed"), details.get("changed_columns")
+        if not isinstance(changed, list) or not isinstance(columns, list):
+            continue
+        rows = [row for row in changed if isinstance(row, list) and len(row) == len(columns)]
+        bars = [(str(row[0]), _finite(row[4]) or 0.0, _finite(row[5]) or 0.0) for row in rows]
+        head = "".join(f"<th>{_e(str(c).replace('_', ' '))}</th>" for c in columns)
+        body = "".join(
+            f"<tr><th>{_e(row[0])}</th>" + "".join(f'<td class="n">{_num(v)}</td>' for v in row[1:]) + "</tr>"
+            for row in rows
+        )
+        window = f"{_when(record.evidence.window_start)} → {_when(record.evidence.window_end)}"
+        return (
+            '<section id="influence"><h2>What drives the predictions: reference against current</h2>'
+            f"{category_chart(bars, label='the attribution')}"
+            f'<p class="note">Window {_e(window)}: the features whose mean |attribution| changed most, each as a '
+            "share of the model's total attribution.</p>"
+            f"<table><tr>{head}</tr>{body}</table></section>"
+        )
+    return ""
+
+
 def _performance_section(alert: Alert, history: Sequence[Alert]) -> str:
     if alert.kind not in PERFORMANCE_KINDS:
         return ""
@@ -844,7 +872,7 @@ def _performance_section(alert: Alert, history: Sequence[Alert]) -> str:
 
 
 CHARTED = {"recent_scores", "recent_window_ends", "metric_window_ends", "metric_versions", "metric_by_version",
-           "metric_counts_by_version"}  # fmt: skip
+           "metric_counts_by_version", "changed", "changed_columns"}  # fmt: skip
 
 
 def _details_section(alert: Alert) -> str:
@@ -901,6 +929,7 @@ def render_page(
         f"<p>Runbook: {_safe_link(alert.runbook_url)}</p></section>",
         _score_section(alert, alerts),
         _distribution_section(alert, alerts),
+        _influence_section(alert, alerts),
         _performance_section(alert, alerts),
         _records_section(records),
         _details_section(alert),

@@ -234,6 +234,8 @@ class DriftlineMetrics:
                 history = feature.history.get(test.name)
                 scores.append((test.name, history[-1][1] if history else math.nan, test.threshold))
             by_feature[feature.name] = scores
+        for signal in monitor.signals.values():  # a signal with a calibrated score exports it like a feature
+            by_feature.update(getattr(signal, "drift_scores", dict)())
         # Series grow as models x features x detectors: export the features nearest their
         # thresholds (alarming ones first), count the others.
         nearest = sorted(

@@ -127,6 +127,16 @@ def predictions(draw: Any) -> dict[str, Any]:
         "slices": _maybe(st.one_of(st.none(), st.dictionaries(valid_ids, st.text(max_size=3), max_size=2))),
         "latency_ms": _maybe(st.one_of(st.none(), st.floats(0, 1e6))),
         "request_status": _maybe(st.sampled_from([None, "ok", "error", "timeout"])),
+        "attributions": _maybe(
+            st.one_of(
+                st.none(),
+                st.dictionaries(
+                    st.text(min_size=1, max_size=3),
+                    st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-1000, 1000)),
+                    max_size=4,
+                ),
+            )
+        ),
     }
     wild = {
         "model_id": identifiers,
@@ -140,6 +150,9 @@ def predictions(draw: Any) -> dict[str, Any]:
         "slices": slices,
         "latency_ms": st.one_of(st.none(), numbers, st.just("12")),
         "request_status": st.sampled_from([None, "ok", "error", "timeout", "OK", 1]),
+        "attributions": st.one_of(
+            st.dictionaries(st.one_of(st.text(max_size=3), st.just("")), st.one_of(values, numbers), max_size=5), values
+        ),
     }
     return _mutated(draw, valid, wild, ["trace_id", "extra", "label"])
 
@@ -213,6 +226,7 @@ def _check(raws: list[bytes]) -> None:
             assert _same(batch.latency_ms[i], expected.latency_ms)
             status = expected.request_status
             assert batch.request_status[i] == (None if status is None else status.value)
+            assert _same(batch.attributions[i], expected.attributions)
         else:
             assert index in o_at, (raw, rejected.get(index))
             batch, i = decoded.outcomes, o_at[index]
@@ -247,6 +261,13 @@ PITFALLS = [
     {**BASE, "probabilities": {"0": 0.5, "1": "0.5"}},
     {**BASE, "latency_ms": "12"},
     {**BASE, "trace_id": "t-1"},
+    {**BASE, "attributions": {"a": 1, "b": -0.5}},  # an integer attribution is a float on both paths
+    {**BASE, "attributions": {"a": 2**64}},
+    {**BASE, "attributions": {"a": True}},
+    {**BASE, "attributions": {"a": "0.5"}},
+    {**BASE, "attributions": {"": 0.5}},
+    {**BASE, "attributions": {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}},
+    {**BASE, "attributions": {"a": None}},
     {"prediction_id": "p", "label": True, "timestamp": "2024-01-01T00:00:00Z", "features": None},
     {"prediction_id": "p", "label": "x" * 13, "timestamp": "2024-01-01T00:00:00Z"},
 ]
@@ -289,6 +310,7 @@ def test_the_fast_path_takes_the_common_events_without_pydantic(monkeypatch) -> 
                 "slices": {"country": "DE"},
                 "latency_ms": 3,
                 "request_status": "ok",
+                "attributions": {"a": 0.5, "b": -1},
             }
         )  # fmt: skip
         for i in range(3)
@@ -296,3 +318,4 @@ def test_the_fast_path_takes_the_common_events_without_pydantic(monkeypatch) -> 
     decoded = decode_batch(raws, positions=range(4), limits=LIMITS)
     assert (len(decoded.predictions), len(decoded.outcomes), decoded.rejected) == (3, 1, [])
     assert decoded.predictions.column("a") == [0, 1, 2]
+    assert decoded.predictions.attributions[0] == {"a": 0.5, "b": -1.0}
