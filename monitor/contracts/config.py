@@ -225,6 +225,7 @@ class SliceDriftConfig(_Section):
             raise ValueError(f"keys: {twice} listed more than once")
         return self
 
+
 class AttributionConfig(_Section):
     """Attribution drift (`monitor.monitoring.attribution`): how much each feature drives the
     model's predictions (mean |attribution| per window, from the events' `attributions`, e.g.

@@ -15,8 +15,9 @@ model's false-alarm budget is known from its configuration alone, before any eve
   order. The features are those their attributions name (at most `caps.max_features_per_model`);
   a feature an event leaves out counts as 0 there (producers often send only the largest).
 * **Window**: per feature, two sums of |attribution| (as it is, for the evidence; capped, for the
-  test) and one count of events: O(features) state, whatever the traffic; the attributions to features the reference never named are summed apart
-  (`unreferenced_share` in the evidence). Events without attributions are counted, not used.
+  test) and one count of events: O(features) state, whatever the traffic; the attributions to
+  features the reference never named are summed apart (`unreferenced_share` in the evidence).
+  Events without attributions are counted, not used.
 * **Test** (`InfluenceShiftTest`, one per model, `SignalType.detectors` = 1): the largest
   standardised change of a feature's influence, max_j |m_j - mu_j| / (sd_j sqrt(1/n + 1/N)),
   with m the window's mean |attribution|, mu and sd the reference's, n and N the events, each
@@ -28,9 +29,8 @@ model's false-alarm budget is known from its configuration alone, before any eve
   of 2,000 rows, windows of 500): 0.75-1.25x the declared rate on Gaussian, |Student-t(3)| and
   sparse attributions; 1.7x on AR(1) attributions with phi = 0.5 (the block bootstrap sees most,
   not all, of the dependence).
-* **Budget**: the count needs the drift monitor's feature types, which a signal is not given:
-  they are taken as its warm-up takes them (a `ReferenceBuilder` over the model's first
-  `INFERENCE_ROWS` events, per-event Python during the warm-up only), or from the reference file.
+* **Budget**: the run length is the drift monitor's (`DriftMonitor.run_length`), counted on its
+  reference's features: the test is calibrated once both references are there.
 * **Finding**: `attribution_drift` (model-level), ranking the features whose influence changed
   most in the prediction's units (attributions of all features share those units, so an absolute
   change compares across features; a ratio would rank noise on features that hardly matter):
@@ -56,13 +56,12 @@ import numpy as np
 
 from monitor.contracts.alert import AlertKind, Evidence
 from monitor.contracts.batch import PredictionBatch
-from monitor.contracts.config import AttributionConfig, FeatureType, ModelConfig, MonitorConfig
+from monitor.contracts.config import AttributionConfig, ModelConfig, MonitorConfig
 from monitor.core.finding import Finding
-from monitor.core.reference import INFERENCE_ROWS, ReferenceBuilder, ReferenceProfile
 from monitor.detectors import calibration
 from monitor.detectors._window import CalibratedWindowTest
 from monitor.detectors.base import DataKind, TestResult
-from monitor.monitoring.drift import _recent, _remember, _seed, count_detectors, detector_run_length
+from monitor.monitoring.drift import DriftMonitor, detector_seed, recent_scores, remember_score
 from monitor.monitoring.signals import SignalType
 
 log = logging.getLogger(__name__)
@@ -182,23 +181,15 @@ class InfluenceShiftTest(CalibratedWindowTest):
         self.sds = np.asarray(state["sds"], dtype=float)
 
 
-def _budget_types(model: ModelConfig, config: MonitorConfig) -> dict[str, FeatureType] | None:
-    """The types of the drift monitor's features, when its reference is a file; else None (they
-    come from the model's first events, as the drift monitor's warm-up takes them)."""
-    if model.reference is None:
-        return None
-    reference = ReferenceProfile.load(model.reference)
-    declared = model.features
-    return {name: declared[name].type if name in declared else ref.type for name, ref in reference.features.items()}  # type: ignore[misc]
-
-
 class AttributionSignal:
     """The `attribution_drift` signal of one model (see the module's docstring)."""
 
-    def __init__(self, model: ModelConfig, config: MonitorConfig):
+    def __init__(self, model: ModelConfig, config: MonitorConfig, drift: DriftMonitor):
         assert model.window is not None and model.attribution is not None, "use MonitorConfig.model()"
         self.model = model
         self.config = config
+        self.drift = drift
+        """The model's drift monitor: its run length is the test's (`DriftMonitor.run_length`)."""
         self.settings: AttributionConfig = model.attribution
         self.window_size = model.window.size_events or model.window.min_events
         self.names: list[str] = []
@@ -210,10 +201,6 @@ class AttributionSignal:
         self.without_attributions = 0
         """Events seen without attributions (all windows; a metric)."""
         # While the reference fills
-        self.feature_types: dict[str, FeatureType] | None = None
-        """The drift monitor's feature types, which its budget is counted on."""
-        self._types_builder: ReferenceBuilder | None = None
-        """The drift monitor's warm-up rule, run on the model's first events for their types."""
         self._rows: list[np.ndarray] = []
         # The open window
         self.reference_means = np.zeros(0)
@@ -240,28 +227,6 @@ class AttributionSignal:
         by_values = MAX_REFERENCE_VALUES // max(len(self.names), 1)
         return max(1, min(reference.warmup_events, reference.sample_size, by_values))
 
-    def _learn_types(self, predictions: PredictionBatch) -> None:
-        """Feed the model's first events to a `ReferenceBuilder` as the drift monitor's warm-up
-        does, until its feature types are settled (the first `INFERENCE_ROWS`, or the whole
-        warm-up when shorter): the budget is counted on the same features."""
-        if self._types_builder is None:
-            caps = self.config.caps
-            self._types_builder = ReferenceBuilder(
-                self.model.model_id,
-                {name: spec.type for name, spec in self.model.features.items()},  # type: ignore[misc]
-                max_categories=caps.max_categories,
-                max_features=caps.max_features_per_model,
-                sample_size=1,
-            )
-        builder = self._types_builder
-        taken = min(len(predictions), min(INFERENCE_ROWS, self.config.reference.warmup_events) - builder.n_rows)
-        for features, prediction in zip(predictions.features[:taken], predictions.predictions[:taken], strict=True):
-            builder.add(features, prediction)
-        if builder.n_rows >= min(INFERENCE_ROWS, self.config.reference.warmup_events):
-            types = builder.build().feature_types(include_prediction=True)
-            self.feature_types = {name: FeatureType(kind) for name, kind in types.items()}
-            self._types_builder = None
-
     def _add_reference_rows(self, attributions: np.ndarray) -> int:
         """Take rows for the reference from the start of `attributions` (events that carry
         some); returns how many it took."""
@@ -279,15 +244,18 @@ class AttributionSignal:
 
     def _calibrate(self) -> None:
         """Fit the test on the reference rows, at the model's per-detector run length."""
-        assert self.feature_types is not None
+        run_length = self.drift.run_length()
+        assert run_length is not None
         width = len(self.names)
         rows = np.vstack([np.pad(chunk, ((0, 0), (0, width - chunk.shape[1]))) for chunk in self._rows])
         self._rows = []
-        run_length = detector_run_length(self.config, count_detectors(self.model, self.feature_types))
         test = InfluenceShiftTest()
         try:
             self.test = test.fit(
-                rows, run_length=run_length, window_size=self.window_size, seed=_seed(self.model.model_id, test.name)
+                rows,
+                run_length=run_length,
+                window_size=self.window_size,
+                seed=detector_seed(self.model.model_id, test.name),
             )
         except ValueError as error:
             self.unfitted = str(error)
@@ -315,8 +283,6 @@ class AttributionSignal:
     # -- events -------------------------------------------------------------------------------------
 
     def observe(self, predictions: PredictionBatch) -> list[Finding]:
-        if self.feature_types is None:
-            self._learn_types(predictions)
         carried = np.fromiter(map(bool, predictions.attributions), dtype=bool, count=len(predictions))
         missing = len(predictions) - int(carried.sum())
         self.without_attributions += missing
@@ -327,7 +293,7 @@ class AttributionSignal:
             attributions, times = attributions[taken:], times[taken:]
             if taken:  # the events without attributions after the reference's last count in the window
                 missing = int((~carried[np.flatnonzero(carried)[taken - 1] + 1 :]).sum())
-            if sum(map(len, self._rows)) >= self.rows_wanted and self.feature_types is not None:
+            if sum(map(len, self._rows)) >= self.rows_wanted and self.drift.reference is not None:
                 self._calibrate()
             if self.test is None:
                 return []
@@ -353,7 +319,7 @@ class AttributionSignal:
         test, n = self.test, self.count
         result = test.test_sums(self.capped_sums, n)
         end = datetime.fromtimestamp(self.last, UTC) if self.last is not None else at
-        _remember(self.history, test.name, end, result.score)
+        remember_score(self.history, test.name, end, result.score)
         finding = Finding(AlertKind.attribution_drift, self.model.model_id, None, None, False, at, offset=offset)
         if n >= self.model.window.min_events and result.drifted:  # type: ignore[union-attr]
             finding = self._finding(result, at, offset)
@@ -402,7 +368,7 @@ class AttributionSignal:
             "unreferenced_share": _round(self.other / n / after) if after > 0 else 0.0,
             "events_without_attributions": self.missing,
             "features": len(self.names),
-            **_recent(self.history[test.name]),
+            **recent_scores(self.history[test.name]),
         }
         evidence = Evidence(
             detector=test.name,
@@ -448,10 +414,6 @@ class AttributionSignal:
             "unfitted": self.unfitted,
             "reference_version": self.reference_version,
             "without_attributions": self.without_attributions,
-            "feature_types": None
-            if self.feature_types is None
-            else {k: v.value for k, v in self.feature_types.items()},
-            "types_builder": None if self._types_builder is None else self._types_builder.to_state(),
             "rows": np.vstack(rows).tolist() if rows else [],
             "reference_means": self.reference_means.tolist(),
             "sums": self.sums.tolist(),
@@ -465,17 +427,15 @@ class AttributionSignal:
         }
 
     @classmethod
-    def from_state(cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any]) -> AttributionSignal:
-        signal = cls(model, config)
+    def from_state(
+        cls, model: ModelConfig, config: MonitorConfig, drift: DriftMonitor, state: dict[str, Any]
+    ) -> AttributionSignal:
+        signal = cls(model, config, drift)
         signal.names = list(state["names"])
         signal.test = None if state["test"] is None else InfluenceShiftTest.from_state(state["test"])
         signal.unfitted = state["unfitted"]
         signal.reference_version = state["reference_version"]
         signal.without_attributions = state["without_attributions"]
-        types = state["feature_types"]
-        signal.feature_types = None if types is None else {k: FeatureType(v) for k, v in types.items()}
-        builder = state["types_builder"]
-        signal._types_builder = None if builder is None else ReferenceBuilder.from_state(builder)
         signal._rows = [np.asarray(state["rows"], dtype=float)] if state["rows"] else []
         signal.reference_means = np.asarray(state["reference_means"], dtype=float)
         signal.sums = np.asarray(state["sums"], dtype=float)
@@ -484,12 +444,6 @@ class AttributionSignal:
         signal.first, signal.last = state["first"], state["last"]
         signal.history = {name: [list(p) for p in points] for name, points in state["history"].items()}
         return signal
-
-
-def _create(model: ModelConfig, config: MonitorConfig) -> AttributionSignal:
-    signal = AttributionSignal(model, config)
-    signal.feature_types = _budget_types(model, config)
-    return signal
 
 
 def _round(value: float) -> float:
@@ -511,6 +465,6 @@ def _moved(ranked: list[list[Any]], threshold: float) -> str:
 ATTRIBUTION = SignalType(
     wanted=lambda model: model.attribution is not None,
     detectors=lambda model, feature_types: 1,
-    create=_create,
+    create=AttributionSignal,
     restore=AttributionSignal.from_state,
 )

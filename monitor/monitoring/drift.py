@@ -158,7 +158,7 @@ def _most_moved(moved: list[list[Any]]) -> str:
     return "most in " + ", ".join(parts)
 
 
-def _remember(history: dict[str, list[list[float]]], name: str, end: datetime, score: float) -> None:
+def remember_score(history: dict[str, list[list[float]]], name: str, end: datetime, score: float) -> None:
     """Append (window end, score) to a check's bounded history (a score that is not finite is skipped)."""
     if not math.isfinite(score):
         return
@@ -167,7 +167,7 @@ def _remember(history: dict[str, list[list[float]]], name: str, end: datetime, s
     del series[:-MAX_SCORE_HISTORY]
 
 
-def _recent(history: list[list[float]], extra: tuple[datetime, float] | None = None) -> dict[str, Any]:
+def recent_scores(history: list[list[float]], extra: tuple[datetime, float] | None = None) -> dict[str, Any]:
     """Evidence details from a check's history: its scores and the window ends they were taken at
     (oldest first), with `extra` (an alarm inside the open window) last."""
     points = [(datetime.fromtimestamp(end, UTC), score) for end, score in history]
@@ -292,7 +292,7 @@ def restore_detector(state: dict[str, Any]) -> Detector:
     return registry.DETECTORS[state["name"]].from_state(state["state"])
 
 
-def _seed(*parts: str) -> int:
+def detector_seed(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:4], "little")
 
 
@@ -456,7 +456,7 @@ class DriftMonitor:
                 context = {"n_categories": len(codes) + 1}
             fitted: list[Detector] = []
             for d in dets:
-                settings = {"run_length": run_length, "window_size": window_size, "seed": _seed(name, d.name)}
+                settings = {"run_length": run_length, "window_size": window_size, "seed": detector_seed(name, d.name)}
                 detector = self._fit(d, name, sample, **settings, **context)
                 if detector is not None:
                     fitted.append(detector)
@@ -475,11 +475,19 @@ class DriftMonitor:
             self.multivariate_names = numeric
             fits = [
                 self._fit(d, "multivariate", matrix, run_length=run_length, window_size=window_size,
-                          seed=_seed("multivariate", d.name))
+                          seed=detector_seed("multivariate", d.name))
                 for d in multivariate
             ]  # fmt: skip
             self.multivariate = [d for d in fits if d is not None]  # type: ignore[misc]
         self._open_window()
+
+    def run_length(self) -> float | None:
+        """The run length each detector of the model is calibrated to, its signals' included
+        (`detector_run_length`); None until the reference is known (its features set the count)."""
+        if self.reference is None:
+            return None
+        types = {name: feature.type for name, feature in self.features.items()}
+        return detector_run_length(self.config, count_detectors(self.model, types))
 
     def _fit(self, detector: Detector, subject: str, sample: Any, **settings: Any) -> Detector | None:
         """The detector fitted on the reference, or None when the reference cannot support it
@@ -699,7 +707,7 @@ class DriftMonitor:
                     **result.details,
                     **(change := self._change(feature)),
                     **self._distributions(feature),
-                    **_recent(feature.history.get(detector.name, []), (at, result.score)),
+                    **recent_scores(feature.history.get(detector.name, []), (at, result.score)),
                 },
             ),
             summary=f"{self.model.model_id}: {describe(change, self._subject(feature))}; {detector.name} "
@@ -754,11 +762,13 @@ class DriftMonitor:
         drifted = feature.alarmed
         end = self._window_end or at
         for detector in feature.sequential:
-            _remember(feature.history, detector.name, end, max(feature.peaks.get(detector.name, 0.0), detector.score))
+            remember_score(
+                feature.history, detector.name, end, max(feature.peaks.get(detector.name, 0.0), detector.score)
+            )
         if stats.count >= self.model.window.min_events and not quality.active:  # type: ignore[union-attr]
             for j, test in enumerate(feature.tests):
                 result = tested[feature.name, j]
-                _remember(feature.history, test.name, end, result.score)
+                remember_score(feature.history, test.name, end, result.score)
                 if result.drifted:
                     drifted = True
                     findings.append(
@@ -777,7 +787,7 @@ class DriftMonitor:
                                     **result.details,
                                     **(change := self._change(feature)),
                                     **self._distributions(feature),
-                                    **_recent(feature.history[test.name]),
+                                    **recent_scores(feature.history[test.name]),
                                 },
                             ),
                             summary=f"{self.model.model_id}: {describe(change, self._subject(feature))}; "
@@ -820,7 +830,7 @@ class DriftMonitor:
         at = self._window_end or datetime.now(UTC)
         if stats.count >= self.model.window.min_events:  # type: ignore[union-attr]
             for name, value, _ in checks:
-                _remember(feature.history, f"data_quality.{name}", at, value)
+                remember_score(feature.history, f"data_quality.{name}", at, value)
         if not failing or stats.count < self.model.window.min_events:  # type: ignore[union-attr]
             return Finding(AlertKind.data_quality, self.model.model_id, feature.name, None, False, at, offset=offset)
         rule, value, bound = max(failing, key=lambda item: item[1] - item[2])
@@ -837,7 +847,7 @@ class DriftMonitor:
             details={
                 **{name: round(v, 6) for name, v, _ in checks},
                 "reference_null_rate": round(ref_null_rate, 6),
-                **_recent(feature.history.get(f"data_quality.{rule}", [])),
+                **recent_scores(feature.history.get(f"data_quality.{rule}", [])),
             },
         )
         return Finding(
@@ -861,7 +871,7 @@ class DriftMonitor:
         if len(rows) >= self.model.window.min_events:  # type: ignore[union-attr]
             for test in self.multivariate:
                 result = test.test(rows)
-                _remember(self.multivariate_history, test.name, self._window_end or at, result.score)
+                remember_score(self.multivariate_history, test.name, self._window_end or at, result.score)
                 if result.drifted:
                     drifted = True
                     findings.append(
@@ -879,7 +889,7 @@ class DriftMonitor:
                                 {
                                     **result.details,
                                     "features_moved": (moved := self._features_moved()),
-                                    **_recent(self.multivariate_history[test.name]),
+                                    **recent_scores(self.multivariate_history[test.name]),
                                 },
                             ),
                             summary=f"{self.model.model_id}: the joint distribution of its {width} numeric features "

@@ -62,11 +62,11 @@ class ModelMonitor:
             reference = ReferenceProfile.load(model.reference) if model.reference else None
             self.drift = DriftMonitor(model, config, reference)
             self.evaluator = ModelEvaluator(model_id, config)
-            self.signals = build_signals(model, config)
+            self.signals = build_signals(model, config, self.drift)
         else:
             self.drift = DriftMonitor.from_state(model, config, state["drift"])
             self.evaluator = ModelEvaluator.from_state(state["evaluator"], config)
-            self.signals = build_signals(model, config, state.get("signals"))
+            self.signals = build_signals(model, config, self.drift, state.get("signals"))
             self.lifecycle.restore(state["lifecycle"])
             self.outcomes_since_check = state.get("outcomes_since_check", 0)
 

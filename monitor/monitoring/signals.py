@@ -13,11 +13,14 @@ budget, how to build it, and how to resume it from its state.
 The budget is the model's, whatever runs: `drift.count_detectors` adds each wanted signal's
 detectors to the drift monitor's, and every detector, the drift monitor's and the signals',
 is calibrated to the same share (`drift.detector_run_length`). Turning a signal on makes the
-model's other detectors a little stricter; it does not raise the model's false-alarm rate.
+model's other detectors a little stricter; it does not raise the model's false-alarm rate. A
+signal gets the run length from the drift monitor (`DriftMonitor.run_length`), once that has its
+reference: the count depends on the reference's features.
 
 >>> from monitor.contracts.config import MonitorConfig
 >>> config = MonitorConfig()
->>> build_signals(config.model("fraud"), config)
+>>> from monitor.monitoring.drift import DriftMonitor
+>>> build_signals(config.model("fraud"), config, DriftMonitor(config.model("fraud"), config))
 {}
 """
 
@@ -26,11 +29,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import FeatureType, ModelConfig, MonitorConfig
 from monitor.core.finding import Finding
+
+if TYPE_CHECKING:
+    from monitor.monitoring.drift import DriftMonitor
 
 
 class Signal(Protocol):
@@ -56,8 +62,10 @@ class SignalType:
     detectors: Callable[[ModelConfig, dict[str, FeatureType]], int]
     """How many calibrated detectors it shares the model's drift budget with, given the types of
     the reference's features (`drift.count_detectors`)."""
-    create: Callable[[ModelConfig, MonitorConfig], Signal]
-    restore: Callable[[ModelConfig, MonitorConfig, dict[str, Any]], Signal]
+    create: Callable[[ModelConfig, MonitorConfig, DriftMonitor], Signal]
+    """Given the model's drift monitor, whose `run_length()` is what each of the signal's
+    detectors is calibrated to once the drift monitor has its reference."""
+    restore: Callable[[ModelConfig, MonitorConfig, DriftMonitor, dict[str, Any]], Signal]
 
 
 SIGNAL_TYPES: dict[str, SignalType] = {}
@@ -86,13 +94,16 @@ def signal_detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) 
 
 
 def build_signals(
-    model: ModelConfig, config: MonitorConfig, states: dict[str, dict[str, Any]] | None = None
+    model: ModelConfig, config: MonitorConfig, drift: DriftMonitor, states: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Signal]:
-    """The signals `model` asks for, resumed from `states` where it holds theirs."""
+    """The signals `model` asks for, beside its drift monitor, resumed from `states` where it
+    holds theirs."""
     states = states or {}
     signals: dict[str, Signal] = {}
     for name, kind in signal_types().items():
         if kind.wanted(model):
             state = states.get(name)
-            signals[name] = kind.create(model, config) if state is None else kind.restore(model, config, state)
+            signals[name] = (
+                kind.create(model, config, drift) if state is None else kind.restore(model, config, drift, state)
+            )
     return signals

@@ -310,6 +310,6 @@ def _detectors(model: ModelConfig, feature_types: dict[str, FeatureType]) -> int
 SLICE_DRIFT = SignalType(
     wanted=lambda model: model.slice_drift is not None,
     detectors=_detectors,
-    create=SliceDrift,
-    restore=SliceDrift.restore,
+    create=lambda model, config, drift: SliceDrift(model, config),
+    restore=lambda model, config, drift, state: SliceDrift.restore(model, config, state),
 )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from monitor.contracts.batch import PredictionBatch
-from monitor.contracts.config import ModelConfig, MonitorConfig
+from monitor.contracts.config import MonitorConfig
 from monitor.contracts.events import PredictionEvent
 from monitor.core.finding import Finding
 from monitor.monitoring import signals
@@ -38,8 +38,8 @@ def counting():
     signals.signal_types()["counting"] = signals.SignalType(
         wanted=lambda model: model.model_id == "counted",
         detectors=lambda model, feature_types: 0,
-        create=lambda model, config: CountingSignal(),
-        restore=lambda model, config, state: CountingSignal(state["windows"]),
+        create=lambda model, config, drift: CountingSignal(),
+        restore=lambda model, config, drift, state: CountingSignal(state["windows"]),
     )
     yield
     del signals.signal_types()["counting"]
@@ -47,7 +47,7 @@ def counting():
 
 def _batch(start: int, stop: int) -> PredictionBatch:
     events = [
-        PredictionEvent(model_id="counted", prediction_id=f"p{i}", timestamp=datetime.fromtimestamp(1.7e9 + i).astimezone(),
+        PredictionEvent(model_id="counted", prediction_id=f"p{i}", timestamp=datetime.fromtimestamp(1.7e9 + i, UTC),
                         features={"x": float(i % 7)}, prediction=0.5)
         for i in range(start, stop)
     ]  # fmt: skip
@@ -71,7 +71,7 @@ def test_a_model_without_signals_builds_none():
     config = MonitorConfig()
     assert ModelMonitor("plain", config).signals == {}
     assert "signals" not in ModelMonitor("plain", config).to_state()
-    assert signals.build_signals(ModelConfig(model_id="plain"), config) == {}
+    assert signals.build_signals(config.model("plain"), config, ModelMonitor("plain", config).drift) == {}
 
 
 def test_a_signals_detectors_share_the_models_budget(counting):
@@ -83,7 +83,7 @@ def test_a_signals_detectors_share_the_models_budget(counting):
     signals.signal_types()["counting"] = signals.SignalType(
         wanted=lambda model: model.model_id == "counted",
         detectors=lambda model, feature_types: 3 * len(feature_types),
-        create=lambda model, config: CountingSignal(),
-        restore=lambda model, config, state: CountingSignal(state["windows"]),
+        create=lambda model, config, drift: CountingSignal(),
+        restore=lambda model, config, drift, state: CountingSignal(state["windows"]),
     )
     assert count_detectors(config.model("counted"), kinds) == plain + 3
