@@ -146,6 +146,9 @@ class ReferenceBuilder:
     ):
         self.model_id = model_id
         self.declared_types = dict(declared_types or {})
+        self.vectors = tuple(name for name, kind in self.declared_types.items() if kind is FeatureType.vector)
+        """Declared embeddings: left out of every row (the embedding signal profiles them; kept,
+        5,000 rows of 384 numbers would be most of a checkpoint)."""
         self.max_categories = max_categories
         self.max_features = max_features
         self.sample_size = sample_size
@@ -204,6 +207,8 @@ class ReferenceBuilder:
 
     def add(self, features: Mapping[str, Any], prediction: Any = None) -> None:
         row = dict(features)
+        for name in self.vectors:
+            row.pop(name, None)
         if prediction is not None:
             row[PREDICTION] = prediction
         self.n_rows += 1

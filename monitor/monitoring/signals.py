@@ -71,6 +71,8 @@ def signal_types() -> dict[str, SignalType]:
     they use the drift monitor, which imports this module to count their detectors."""
     global _registered
     if not _registered:
+        from monitor.monitoring import embeddings
+        SIGNAL_TYPES["embeddings"] = embeddings.TYPE
         _registered = True
     return SIGNAL_TYPES
 

@@ -1,0 +1,395 @@
+"""Embedding shift: a window of embeddings against its reference, through a PCA projection.
+
+An embedding (384 numbers per event) is too wide to test coordinate by coordinate and too wide
+to keep raw rows of. So the reference is summarised twice, in two halves, like
+`pca_reconstruction` does (PCA fits its own rows better than new ones):
+
+1. the first half goes into `CovarianceSums` (count, sum, cross-products: O(d^2) numbers,
+   whatever the traffic), from which `Projection.fit` keeps the principal components that
+   explain `variance_kept` of the variance (at most `max_components`);
+2. the second half is projected on them, each row becoming k component scores and one more
+   number, its *residual energy* (squared distance off the kept components). Those k + 1
+   columns are what `EmbeddingShift` is fitted and calibrated on.
+
+A window is then summarised by its moments only (`WindowMoments`: count, per-column sums and
+sums of squares, and the sum of the rows' residual vectors: O(k + d) numbers whatever the
+traffic), and its statistic is a sum of squared standardised differences from the reference:
+
+    T = sum_j z_mean_j^2 + sum_j z_spread_j^2 + z_energy^2 + max(z_off, 0)^2
+
+a component's mean and variance, the residual energy's mean (more spread off the components),
+each minus the reference's over its standard error for a window of n values against a reference
+of N (`1/n + 1/N`); and z_off, how much farther than chance the window's mean lies off the
+components (a shift orthogonal to them: a small one moves the mean long before it moves the
+energy, whose noise the left-out components' own variation dominates). T does not grow with n
+when nothing changed, so one threshold serves every window size. The threshold is calibrated by
+block-bootstrap windows of the held-out half, each against a profile re-estimated from an
+independent resample of it (`monitor.detectors.calibration`), to the run length the model's
+budget gives this detector.
+
+>>> rng = np.random.default_rng(3)
+>>> scale = np.r_[np.linspace(3, 1, 8), np.full(56, 0.3)]           # 64-d, 8 strong directions
+>>> draw = lambda n, shift=0.0: rng.standard_normal((n, 64)) * scale + shift
+>>> sums = CovarianceSums(64)
+>>> sums.add(draw(2500))
+>>> projection = Projection.fit(sums, variance_kept=0.9, max_components=16)
+>>> held_out, _ = projection.project(draw(2500))
+>>> test = EmbeddingShift().fit(held_out, run_length=1e6, window_size=1000, seed=0, projection=projection)
+>>> quiet = test.test(WindowMoments.of(projection.project(draw(1000))))
+>>> moved = test.test(WindowMoments.of(projection.project(draw(1000, shift=1.5 * projection.basis[:, 1]))))
+>>> quiet.drifted, moved.drifted, round(moved.details["mean_shift_sd"][1], 1)
+(False, True, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from monitor.detectors import calibration
+from monitor.detectors._window import CalibratedWindowTest
+from monitor.detectors.base import DataKind
+
+MIN_REFERENCE_ROWS = 100
+"""Fewer held-out reference rows than this cannot calibrate the test."""
+
+
+class CovarianceSums:
+    """Mean and covariance of rows seen in batches: O(d^2) numbers whatever the count.
+
+    Sums are taken around the first row seen (`shift`): embeddings often sit far from the origin
+    (unit-norm ones do), and `sum x x' / n - mean mean'` would then lose the covariance to
+    rounding. The state keeps the upper triangle of the cross-products (symmetric)."""
+
+    def __init__(self, dimension: int):
+        self.dimension = dimension
+        self.count = 0
+        self.shift = np.zeros(dimension)
+        self.total = np.zeros(dimension)
+        self.cross = np.zeros((dimension, dimension))
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        if self.count == 0:
+            self.shift = rows[0].copy()
+        centred = rows - self.shift
+        self.count += len(rows)
+        self.total += centred.sum(axis=0)
+        self.cross += centred.T @ centred
+
+    def mean_and_covariance(self) -> tuple[np.ndarray, np.ndarray]:
+        """From the upper triangle, as the state keeps it: a resumed fit is the same fit."""
+        offset = self.total / self.count
+        upper = np.triu(self.cross)
+        covariance = (upper + np.triu(upper, 1).T) / self.count - np.outer(offset, offset)
+        return self.shift + offset, covariance
+
+    def to_state(self) -> dict[str, Any]:
+        upper = np.triu_indices(self.dimension)
+        return {
+            "dimension": self.dimension,
+            "count": self.count,
+            "shift": self.shift.tolist(),
+            "total": self.total.tolist(),
+            "cross": self.cross[upper].tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CovarianceSums:
+        sums = cls(int(state["dimension"]))
+        sums.count = int(state["count"])
+        sums.shift = np.asarray(state["shift"], dtype=float)
+        sums.total = np.asarray(state["total"], dtype=float)
+        upper = np.triu_indices(sums.dimension)
+        sums.cross[upper] = state["cross"]
+        sums.cross.T[upper] = state["cross"]
+        return sums
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The reference's mean and its leading principal components (orthonormal columns of
+    `basis`, largest variance first, each signed so its largest loading is positive: the same
+    reference gives the same "component 1 +0.8 sd" whatever the solver)."""
+
+    mean: np.ndarray
+    basis: np.ndarray
+    """d x k."""
+    variances: np.ndarray
+    """Variance along each kept component, on the rows it was fitted on."""
+    residual_variances: np.ndarray
+    """Variance along each direction left out (d - k of them): how far a window's mean may
+    wander off the kept components by chance (`EmbeddingShift`'s off-component term)."""
+    rows: int
+    """Rows it was fitted on: its `mean` is their mean, with their sampling error."""
+
+    @property
+    def total_variance(self) -> float:
+        """Sum of the variances along every direction (the covariance's trace)."""
+        return float(self.variances.sum() + self.residual_variances.sum())
+
+    @classmethod
+    def fit(cls, sums: CovarianceSums, variance_kept: float, max_components: int) -> Projection:
+        mean, covariance = sums.mean_and_covariance()
+        values, vectors = np.linalg.eigh(covariance)
+        order = np.argsort(values)[::-1]
+        values, vectors = np.maximum(values[order], 0.0), vectors[:, order]
+        share = np.cumsum(values) / max(float(values.sum()), 1e-300)
+        kept = int(np.searchsorted(share, variance_kept - 1e-12) + 1)
+        kept = min(max(kept, 1), max_components, sums.dimension - 1)
+        basis = vectors[:, :kept]
+        signs = np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(kept)])
+        return cls(mean, basis * np.where(signs == 0, 1.0, signs), values[:kept], values[kept:], sums.count)
+
+    @property
+    def components(self) -> int:
+        return self.basis.shape[1]
+
+    @property
+    def variance_shares(self) -> np.ndarray:
+        """Share of the reference's variance along each kept component."""
+        return self.variances / max(self.total_variance, 1e-300)
+
+    def project(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """n x (k + 1): each row's component scores, then its residual energy (squared distance
+        off the kept components), the columns `EmbeddingShift` works on; and the sum of the rows'
+        residual vectors (d numbers: their parts off the components, summed), which a window keeps
+        to see its mean move off the components."""
+        centred = rows - self.mean
+        scores = centred @ self.basis
+        residual = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", scores, scores)
+        scores_sum = scores.sum(axis=0)
+        residual_sum = centred.sum(axis=0) - self.basis @ scores_sum
+        return np.column_stack([scores, np.maximum(residual, 0.0)]), residual_sum
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean.tolist(),
+            "basis": self.basis.tolist(),
+            "variances": self.variances.tolist(),
+            "residual_variances": self.residual_variances.tolist(),
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Projection:
+        mean = np.asarray(state["mean"], dtype=float)
+        return cls(
+            mean,
+            np.asarray(state["basis"], dtype=float).reshape(len(mean), -1),
+            np.asarray(state["variances"], dtype=float),
+            np.asarray(state["residual_variances"], dtype=float),
+            int(state["rows"]),
+        )
+
+
+@dataclass
+class WindowMoments:
+    """What a window keeps of its embeddings: O(k + d) numbers whatever its traffic."""
+
+    count: int
+    sums: np.ndarray
+    """Per column of `Projection.project` (components, then residual energy): sum of values."""
+    squares: np.ndarray
+    """Per column: sum of squared values."""
+    residual_sum: np.ndarray
+    """Sum of the rows' residual vectors (`Projection.project`)."""
+
+    @classmethod
+    def empty(cls, columns: int, dimension: int) -> WindowMoments:
+        return cls(0, np.zeros(columns), np.zeros(columns), np.zeros(dimension))
+
+    @classmethod
+    def of(cls, projected: tuple[np.ndarray, np.ndarray]) -> WindowMoments:
+        moments = cls.empty(projected[0].shape[1], len(projected[1]))
+        moments.add(projected)
+        return moments
+
+    def add(self, projected: tuple[np.ndarray, np.ndarray]) -> None:
+        """Rows as `Projection.project` gives them."""
+        columns, residual_sum = projected
+        self.count += len(columns)
+        self.sums += columns.sum(axis=0)
+        self.squares += np.einsum("ij,ij->j", columns, columns)
+        self.residual_sum += residual_sum
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "sums": self.sums.tolist(),
+            "squares": self.squares.tolist(),
+            "residual_sum": self.residual_sum.tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WindowMoments:
+        return cls(
+            int(state["count"]),
+            np.asarray(state["sums"], dtype=float),
+            np.asarray(state["squares"], dtype=float),
+            np.asarray(state["residual_sum"], dtype=float),
+        )
+
+
+class EmbeddingShift(CalibratedWindowTest):
+    """Squared standardised moves of a window's embeddings (component means and spreads,
+    residual energy, mean off the components), summed; fitted on held-out projected reference
+    rows (`Projection.project`) and the projection's left-out variances, tested on a window's
+    `WindowMoments`.
+
+    Not in the detector registry: its input is an embedding's projection, which only the
+    embedding signal (`monitor.monitoring.embeddings`) makes."""
+
+    name = "embedding_shift"
+    accepts = frozenset({DataKind.multivariate})
+    spread_power = 0.0
+    """Each term is standardised for the window's size: the null distribution does not depend on n."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.means = np.zeros(0)
+        """Reference mean per column (components, then residual energy)."""
+        self.variances = np.zeros(0)
+        """Reference variance per column."""
+        self.spread_variances = np.zeros(0)
+        """Per component, the variance of one squared deviation (fourth central moment minus the
+        variance squared): what a window variance's standard error is made of."""
+        self.off_trace = self.off_trace_squares = 0.0
+        """Sum of the left-out variances and of their squares: a window mean's squared distance
+        off the components, n_eff |r|^2, has that mean and half that variance when nothing moved."""
+        self.projection_rows = 0
+        """Rows the projection's mean was estimated on (the off-component term's reference)."""
+        self._left_out = np.zeros(0)
+        """The left-out variances, while calibrating (`_null_statistics`)."""
+
+    def _learn(self, reference: np.ndarray, context: dict[str, Any]) -> np.ndarray:
+        rows = np.asarray(reference, dtype=float)
+        if rows.ndim != 2 or rows.shape[1] < 2:
+            raise ValueError(f"{self.name}: the reference must be projected rows (components, then residual)")
+        rows = rows[np.isfinite(rows).all(axis=1)]
+        if len(rows) < MIN_REFERENCE_ROWS:
+            raise ValueError(f"{self.name}: the reference needs at least {MIN_REFERENCE_ROWS} rows, got {len(rows)}")
+        projection: Projection = context["projection"]
+        self.means = rows.mean(axis=0)
+        self.variances = rows.var(axis=0)
+        deviations = (rows[:, :-1] - self.means[:-1]) ** 2
+        self.spread_variances = deviations.var(axis=0)
+        self.off_trace = float(projection.residual_variances.sum())
+        self.off_trace_squares = float((projection.residual_variances**2).sum())
+        self.projection_rows = projection.rows
+        self._left_out = projection.residual_variances
+        return rows
+
+    def _block_series(self, reference: np.ndarray) -> np.ndarray:
+        """Each row's squared standardised distance from the reference mean."""
+        return (((reference - self.means) ** 2) / _floor(self.variances)).sum(axis=1)
+
+    def _terms(
+        self, n: float, means: np.ndarray, squares: np.ndarray, ref_means: np.ndarray, ref_variances: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(z of each column's mean, z of each component's variance): rows are windows, `means`
+        and `squares` their mean and mean square per column, against the profile `ref_*`."""
+        scale = 1.0 / n + 1.0 / self.reference_size
+        z_mean = (means - ref_means) / np.sqrt(_floor(ref_variances) * scale)
+        k = means.shape[-1] - 1
+        window_variances = squares[..., :k] - means[..., :k] ** 2
+        z_spread = (window_variances - ref_variances[..., :k]) / np.sqrt(_floor(self.spread_variances) * scale)
+        return z_mean, z_spread
+
+    def _off_term(self, n: float, squared_distance: np.ndarray | float) -> np.ndarray | float:
+        """z of a window mean's squared distance off the components (one-sided: only farther
+        than chance counts), from `off_trace` and `off_trace_squares`."""
+        n_eff = 1.0 / (1.0 / n + 1.0 / max(self.projection_rows, 1))
+        z = (n_eff * squared_distance - self.off_trace) / math.sqrt(max(2.0 * self.off_trace_squares, 1e-300))
+        return np.maximum(z, 0.0)
+
+    def _null_statistics(self, reference: np.ndarray, boot: calibration.Bootstrap, window_size: int) -> np.ndarray:
+        f = np.hstack([reference, reference**2])
+        columns = reference.shape[1]
+        profiles = boot.resample_means(f, calibration.N_PROFILES)
+        windows = _window_means(boot, f, calibration.N_WINDOWS, window_size)
+        matched = profiles[np.arange(calibration.N_WINDOWS) % calibration.N_PROFILES]
+        ref_means = matched[:, :columns]
+        ref_variances = matched[:, columns:] - ref_means**2
+        z_mean, z_spread = self._terms(
+            window_size, windows[:, :columns], windows[:, columns:], ref_means, ref_variances
+        )
+        # The mean off the components: its rows are not kept (d numbers each), so its chance
+        # distance is drawn from the left-out variances, a Gaussian quadratic form (a window mean
+        # of hundreds of rows is near Gaussian whatever the rows).
+        n_eff = 1.0 / (1.0 / window_size + 1.0 / max(self.projection_rows, 1))
+        draws = boot.rng.standard_normal((calibration.N_WINDOWS, len(self._left_out))) ** 2
+        off = self._off_term(window_size, draws @ self._left_out / n_eff)
+        return (z_mean**2).sum(axis=1) + (z_spread**2).sum(axis=1) + off**2
+
+    def _statistic(self, window: WindowMoments) -> tuple[float, int, dict[str, Any]]:  # type: ignore[override]
+        """The statistic of a window's moments, and per column what moved (`details`)."""
+        n = window.count
+        if n == 0:
+            return float("nan"), 0, {}
+        means, squares = window.sums / n, window.squares / n
+        z_mean, z_spread = self._terms(n, means, squares, self.means, self.variances)
+        off_distance = float(np.linalg.norm(window.residual_sum / n))
+        off = float(self._off_term(n, off_distance**2))
+        score = float((z_mean**2).sum() + (z_spread**2).sum() + off**2)
+        k = len(self.means) - 1
+        sd = np.sqrt(_floor(self.variances[:k]))
+        window_sd = np.sqrt(np.maximum(squares[:k] - means[:k] ** 2, 0.0))
+        details = {
+            "mean_shift_sd": ((means[:k] - self.means[:k]) / sd).tolist(),
+            "spread_ratio": (window_sd / sd).tolist(),
+            "contribution": (z_mean[:k] ** 2 + z_spread**2).tolist(),
+            "residual_energy_contribution": float(z_mean[k] ** 2),
+            "reference_residual_energy": float(self.means[k]),
+            "current_residual_energy": float(means[k]),
+            "off_component_shift": off_distance,
+            "off_component_chance": math.sqrt(self.off_trace / n + self.off_trace / max(self.projection_rows, 1)),
+            "off_component_contribution": off**2,
+        }
+        return score, n, details
+
+    def _profile_state(self) -> dict[str, Any]:
+        return {
+            "means": self.means.tolist(),
+            "variances": self.variances.tolist(),
+            "spread_variances": self.spread_variances.tolist(),
+            "off_trace": self.off_trace,
+            "off_trace_squares": self.off_trace_squares,
+            "projection_rows": self.projection_rows,
+        }
+
+    def _load_profile(self, state: dict[str, Any]) -> None:
+        self.means = np.asarray(state["means"], dtype=float)
+        self.variances = np.asarray(state["variances"], dtype=float)
+        self.spread_variances = np.asarray(state["spread_variances"], dtype=float)
+        self.off_trace, self.off_trace_squares = float(state["off_trace"]), float(state["off_trace_squares"])
+        self.projection_rows = int(state["projection_rows"])
+
+
+def _floor(variances: np.ndarray) -> np.ndarray:
+    """Variances with a floor, so a constant column (a padded coordinate) cannot divide by zero."""
+    return np.maximum(variances, 1e-12)
+
+
+def _window_means(boot: calibration.Bootstrap, f: np.ndarray, n_windows: int, length: int) -> np.ndarray:
+    """Means of `f` (n x m, aligned with `boot`'s reference) over `n_windows` block-bootstrap
+    windows of `length` rows: the windows `boot.gather` would draw (blocks from `boot.starts`, the
+    last cut short), summed as block sums from one cumulative sum, so no window is materialised:
+    O(windows x blocks x m) instead of O(windows x length x m)."""
+    b, n = boot.block, boot.n
+    cum = np.concatenate([np.zeros((1, f.shape[1])), np.cumsum(np.vstack([f, f[: b - 1]]), axis=0)])
+    starts = boot.starts(n_windows, length)
+    full, rest = divmod(length, b)
+    blocks = cum[b : b + n] - cum[:n]
+    step = max(1, calibration.SLICE_VALUES // max(1, full * f.shape[1]))
+    sums = np.concatenate(
+        [blocks[starts[i : i + step, :full]].sum(axis=1) for i in range(0, n_windows, step)]
+    ) if full else np.zeros((n_windows, f.shape[1]))  # fmt: skip
+    if rest:
+        last = starts[:, full]
+        sums += cum[last + rest] - cum[last]
+    return sums / length
