@@ -11,13 +11,13 @@ monitor and the reference builder leave such features to it. Per vector feature:
    then dropped. No raw vector is ever kept: the state is O(d^2) during the first half of the
    warm-up, O(d k) after.
 2. **Windows**, the model's (the drift monitor's clock closes them): each batch's vectors are
-   projected with one matrix product and summed (`WindowMoments`: O(k) numbers whatever the
-   traffic). Vectors of the wrong length, or with a number that is not finite once squared,
+   projected with one matrix product and summed (`WindowMoments`: O(k + d) numbers whatever
+   the traffic). Vectors of the wrong length, or with a number that is not finite once squared,
    are counted, never used.
 3. **Test**, at each close with at least `window.min_events` vectors: `EmbeddingShift`, a sum
-   of the squared standardised moves of each component's mean and spread and of the residual
-   energy (the part off the kept components, so a shift orthogonal to them is seen), calibrated
-   by bootstrap to the share of the model's false-alarm budget every one of its detectors gets
+   of the squared standardised moves of each component's mean and spread, of the distance off
+   the kept components and of the mean off them (so a shift orthogonal to them is seen),
+   calibrated by bootstrap to the share of the model's false-alarm budget every one of its detectors gets
    (one detector per vector feature, `SignalType.detectors`).
 
 Findings: `feature_drift` on the vector feature, naming the components that moved, and
@@ -172,7 +172,7 @@ class VectorFeature:
                 self.projection = Projection.fit(self.fitting, settings.variance_kept, settings.max_components)
                 self.fitting = None
                 self.held_out = ValueSample(signal.config.reference.sample_size)
-                self.window = WindowMoments.empty(self.projection.components + 1, self.dimension)
+                self.window = WindowMoments.empty(self.projection.components, self.dimension)
         if self.held_out is not None and taken < len(rows):
             more = min(held_out_rows - self.held_out_rows, len(rows) - taken)
             self.held_out.add(self.projection.project(rows[taken : taken + more])[0])  # type: ignore[union-attr]
@@ -213,7 +213,7 @@ class VectorFeature:
             drift = self._drift(signal, at, offset) if self.test is not None and not quality.active else None
             findings.append(drift or Finding(AlertKind.feature_drift, signal.model.model_id, self.name, None, False, at,
                                              offset=offset))  # fmt: skip
-        self.window = WindowMoments.empty(len(self.window.sums), self.dimension)
+        self.window = WindowMoments.empty(len(self.window.squares), self.dimension)
         self.events = self.nulls = self.wrong_shape = self.non_finite = 0
         self.window_start = self.window_end = None
         return findings
@@ -270,14 +270,14 @@ class VectorFeature:
         ]  # fmt: skip
 
     def _residual_change(self, details: dict[str, Any]) -> dict[str, Any]:
-        """How the part of the embedding off the kept components changed: its energy (mean
-        squared size) and how far its mean moved, against how far chance moves it."""
-        before, after = details["reference_residual_energy"], details["current_residual_energy"]
+        """How the part of the embedding off the kept components changed: the rows' mean distance
+        from them, and how far the window's mean moved off them against how far chance moves it."""
+        before, after = details["reference_residual_distance"], details["current_residual_distance"]
         return {
-            "reference_residual_energy": round(before, 6),
-            "current_residual_energy": round(after, 6),
-            "residual_energy_ratio": round(after / before, 4) if before > 0 else math.nan,
-            "residual_energy_contribution": round(details["residual_energy_contribution"], 4),
+            "reference_residual_distance": round(before, 6),
+            "current_residual_distance": round(after, 6),
+            "residual_distance_ratio": round(after / before, 4) if before > 0 else math.nan,
+            "residual_distance_contribution": round(details["residual_distance_contribution"], 4),
             "off_component_shift": round(details["off_component_shift"], 6),
             "off_component_chance": round(details["off_component_chance"], 6),
             "off_component_contribution": round(details["off_component_contribution"], 4),
@@ -286,7 +286,7 @@ class VectorFeature:
     def _describe(self, moved: list[list[float]], residual: dict[str, Any]) -> str:
         """`embedding 'text_emb' moved along 2 of its 12 principal components: component 1 (31%
         of the variance) +0.8 sd, component 4 (6% of the variance) spread x1.5; off them: mean
-        moved 0.04 (chance 0.05), energy x1.02 (12.1 -> 12.3)`."""
+        moved 0.04 (chance 0.05), distance x1.02 (12.1 -> 12.3)`."""
         assert self.projection is not None
         k = self.projection.components
         parts = []
@@ -294,20 +294,20 @@ class VectorFeature:
             change = f"{shift:+.2g} sd" if abs(shift) >= SHIFTED_SD else f"spread x{spread:.3g}"
             parts.append(f"component {component} ({share:.0%} of the variance) {change}")
         ratio, shift, chance = (
-            residual["residual_energy_ratio"],
+            residual["residual_distance_ratio"],
             residual["off_component_shift"],
             residual["off_component_chance"],
         )
         off = (
-            f"mean moved {shift:.3g} (chance {chance:.2g}), energy x{ratio:.3g} "
-            f"({residual['reference_residual_energy']:.3g} -> {residual['current_residual_energy']:.3g})"
+            f"mean moved {shift:.3g} (chance {chance:.2g}), distance x{ratio:.3g} "
+            f"({residual['reference_residual_distance']:.3g} -> {residual['current_residual_distance']:.3g})"
         )
         subject = f"embedding {self.name!r}"
         if parts:
             along = f"moved along {len(moved)} of its {k} principal components: {', '.join(parts)}"
             return f"{subject} {along}; off them: {off}"
-        energy_moved = math.isfinite(ratio) and ratio > 0 and abs(math.log(ratio)) >= math.log1p(SHIFTED_SD)
-        if shift > 2 * chance or energy_moved:
+        distance_moved = math.isfinite(ratio) and ratio > 0 and abs(math.log(ratio)) >= math.log1p(SHIFTED_SD)
+        if shift > 2 * chance or distance_moved:
             return f"{subject} moved off its {k} principal components: {off}"
         return (
             f"{subject} changed, though none of its {k} principal components moved by {SHIFTED_SD:g} sd: "
