@@ -72,6 +72,7 @@ def signal_types() -> dict[str, SignalType]:
     global _registered
     if not _registered:
         from monitor.monitoring import embeddings
+
         SIGNAL_TYPES["embeddings"] = embeddings.TYPE
         _registered = True
     return SIGNAL_TYPES
