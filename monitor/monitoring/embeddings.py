@@ -449,6 +449,16 @@ class EmbeddingSignal:
     def close_window(self, at: datetime, offset: int | None) -> list[Finding]:
         return [finding for feature in self.features.values() for finding in feature.close(self, at, offset)]
 
+    def drift_scores(self) -> dict[str, list[tuple[str, float, float]]]:
+        """Per watched vector feature, [(detector, last closed window's score, threshold)]: the
+        `driftline_drift_score` and `driftline_drift_threshold` series (`observability.metrics`)."""
+        scores = {}
+        for name, feature in self.features.items():
+            if feature.test is not None:
+                history = feature.history.get(feature.test.name)
+                scores[name] = [(feature.test.name, history[-1][1] if history else math.nan, feature.test.threshold)]
+        return scores
+
     def _note_feature_types(self, predictions: PredictionBatch) -> None:
         """Types of the features first seen in this warm-up batch (`ReferenceBuilder`'s rule:
         declared, else inferred from the first `INFERENCE_ROWS` values), up to the model's cap."""

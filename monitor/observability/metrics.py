@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from monitor.contracts.alert import Alert, AlertStatus
+from monitor.monitoring.embeddings import EmbeddingSignal
 
 if TYPE_CHECKING:
     from monitor.evaluation.join import JoinStore
@@ -221,6 +222,9 @@ class DriftlineMetrics:
                 history = feature.history.get(test.name)
                 scores.append((test.name, history[-1][1] if history else math.nan, test.threshold))
             by_feature[feature.name] = scores
+        embeddings = monitor.signals.get("embeddings")
+        if isinstance(embeddings, EmbeddingSignal):  # vector features: one test each, beside the drift monitor's
+            by_feature |= embeddings.drift_scores()
         # Series grow as models x features x detectors: export the features nearest their
         # thresholds (alarming ones first), count the others.
         nearest = sorted(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from monitor.contracts.alert import AlertKind
@@ -26,6 +27,7 @@ from monitor.contracts.validation import InvalidEvent, decode_prediction
 from monitor.monitoring import embeddings
 from monitor.monitoring.drift import count_detectors
 from monitor.monitoring.fleet import ModelMonitor
+from monitor.observability.metrics import DriftlineMetrics
 
 DIMENSION = 384
 FACTORS = 16
@@ -107,6 +109,17 @@ def test_a_planted_shift_along_a_component_is_found_and_named(warmed):
     assert evidence.reference_version == feature.version and evidence.current_size == 1000
     assert "embedding 'query_emb' moved along" in alerts[0].summary and "component 2 (" in alerts[0].summary
     assert re.search(r"component 2 \(1\d% of the variance\) \+0\.[45]\d? sd", alerts[0].summary)
+
+
+def test_the_embedding_test_exports_its_score_and_threshold(warmed):
+    monitor, feature = resumed(warmed)
+    metrics = DriftlineMetrics(CollectorRegistry())
+    metrics.observe_model("search", monitor)
+    labels = {"model": "search", "feature": "query_emb", "detector": "embedding_shift"}
+    assert (
+        metrics.registry.get_sample_value("driftline_drift_score", labels) == feature.history["embedding_shift"][-1][1]
+    )
+    assert metrics.registry.get_sample_value("driftline_drift_threshold", labels) == feature.test.threshold  # type: ignore[union-attr]
 
 
 def test_a_stationary_stream_stays_quiet(warmed):
