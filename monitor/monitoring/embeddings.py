@@ -398,9 +398,7 @@ class VectorFeature:
         if state["projection"] is not None:
             feature.projection = Projection.from_state(state["projection"])
         if state["held_out"] is not None:
-            feature.held_out = ValueSample.from_state(state["held_out"])
-            if feature.held_out.kept:
-                feature.held_out.chunks = [feature.held_out.chunks[0].reshape(feature.held_out.kept, -1)]
+            feature.held_out = ValueSample.from_state(state["held_out"])  # rows of k + 1: a matrix
         feature.held_out_rows = state["held_out_rows"]
         feature.test = None if state["test"] is None else EmbeddingShift.from_state(state["test"])
         feature.unfitted, feature.version = state["unfitted"], state["version"]
@@ -430,7 +428,8 @@ class EmbeddingSignal:
         if state is not None:
             self.feature_types = {name: FeatureType(kind) for name, kind in state["feature_types"].items()}
             for name, feature_state in state["features"].items():
-                if name in self.features:
+                # a feature whose dimension changed in the configuration starts afresh
+                if name in self.features and feature_state["dimension"] == self.features[name].dimension:
                     self.features[name] = VectorFeature.from_state(name, feature_state)
 
     def reference_halves(self) -> tuple[int, int]:

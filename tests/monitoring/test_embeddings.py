@@ -185,6 +185,17 @@ def test_state_resumes_exactly_and_stays_small():
     assert len(fitting) < 2_500_000 and len(watching) < 300_000  # the raw vectors would be ~60 MB
 
 
+def test_an_undeclared_vector_is_counted_as_unknown_not_profiled():
+    config = MonitorConfig.model_validate({"reference": {"warmup_events": 200}, "window": {"size_events": 200}})
+    monitor = ModelMonitor("search", config)
+    rng = np.random.default_rng(8)
+    alerts = feed(monitor, vectors(rng, 300), 0) + feed(monitor, vectors(rng, 300), 300)
+    assert alerts == [] and monitor.signals == {}
+    assert "query_emb" not in monitor.drift.features and "length" in monitor.drift.features
+    assert monitor.drift.unknown_features == 400  # every value after the warm-up
+    assert len(json.dumps(monitor.to_state())) < 100_000
+
+
 def test_contract_errors_name_the_field():
     def error(spec: dict) -> str:
         with pytest.raises(ValidationError) as caught:
