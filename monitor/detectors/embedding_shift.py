@@ -58,6 +58,11 @@ from monitor.detectors.base import DataKind
 MIN_REFERENCE_ROWS = 100
 """Fewer held-out reference rows than this cannot calibrate the test."""
 
+UNUSED_VARIANCE = 1e-10
+"""A left-out direction is given at least this share of the total variance over the dimension:
+an embedding of lower rank than its length (padded, or from a small model) leaves directions of
+variance zero but for rounding, where any move of the mean would otherwise look infinitely far."""
+
 
 class CovarianceSums:
     """Mean and covariance of rows seen in batches: O(d^2) numbers whatever the count.
@@ -292,10 +297,12 @@ class EmbeddingShift(CalibratedWindowTest):
         watched = self._watched(rows)
         self.means, self.variances = watched.mean(axis=0), watched.var(axis=0)
         self.score_sd = rows[:, :-1].std(axis=0)
-        self.off_trace = float(projection.residual_variances.sum())
-        self.off_trace_squares = float((projection.residual_variances**2).sum())
+        dimension = len(projection.mean)
+        left_out = np.maximum(projection.residual_variances, UNUSED_VARIANCE * projection.total_variance / dimension)
+        self.off_trace = float(left_out.sum())
+        self.off_trace_squares = float((left_out**2).sum())
         self.projection_rows = projection.rows
-        self._left_out = projection.residual_variances
+        self._left_out = left_out
         return rows
 
     def _block_series(self, reference: np.ndarray) -> np.ndarray:
@@ -308,9 +315,16 @@ class EmbeddingShift(CalibratedWindowTest):
 
     def _off_term(self, n: float, squared_distance: np.ndarray | float) -> np.ndarray | float:
         """z of a window mean's squared distance off the components (one-sided: only farther
-        than chance counts), from `off_trace` and `off_trace_squares`."""
+        than chance counts). When nothing moved, n_eff times it is a sum of the left-out
+        variances times chi-square(1) draws: matched to a scaled chi-square with the same mean
+        and variance (`off_trace`, `off_trace_squares`; Satterthwaite) and made near normal by
+        its cube root (Wilson-Hilferty), so the term has a light tail even when one left-out
+        direction dominates (a plain standardisation then has a chi-square(1)'s long tail,
+        which raised the threshold for every other term)."""
         n_eff = 1.0 / (1.0 / n + 1.0 / max(self.projection_rows, 1))
-        z = (n_eff * squared_distance - self.off_trace) / math.sqrt(max(2.0 * self.off_trace_squares, 1e-300))
+        dof = self.off_trace**2 / max(self.off_trace_squares, 1e-300)
+        ratio = n_eff * np.asarray(squared_distance) / max(self.off_trace, 1e-300)
+        z = (np.cbrt(ratio) - (1.0 - 2.0 / (9.0 * dof))) / math.sqrt(2.0 / (9.0 * dof))
         return np.maximum(z, 0.0)
 
     def _null_statistics(self, reference: np.ndarray, boot: calibration.Bootstrap, window_size: int) -> np.ndarray:

@@ -84,17 +84,22 @@ class VectorColumn:
         except (TypeError, ValueError):  # ragged, or a value that is not a list of numbers
             matrix = None
         if matrix is not None and matrix.shape == (len(raw), dimension):
-            self.nulls = np.zeros(0, dtype=np.intp)
             shaped = np.arange(len(raw))
+            self.nulls = self.wrong_shape = np.zeros(0, dtype=np.intp)
         else:
-            self.nulls = np.flatnonzero([value is None for value in raw])
-            shaped = np.flatnonzero([type(value) is list and len(value) == dimension for value in raw])
+            null = np.fromiter((value is None for value in raw), dtype=bool, count=len(raw))
+            fits = np.fromiter((type(v) is list and len(v) == dimension for v in raw), dtype=bool, count=len(raw))
+            shaped, self.nulls, self.wrong_shape = (
+                np.flatnonzero(fits),
+                np.flatnonzero(null),
+                np.flatnonzero(~fits & ~null),
+            )
             matrix = np.array([raw[i] for i in shaped], dtype=float).reshape(len(shaped), dimension)
         # NaN, infinity, or numbers so large their squares overflow: unusable for moments
         finite = np.isfinite(np.einsum("ij,ij->i", matrix, matrix))
-        self.rows = matrix if finite.all() else matrix[finite]
-        self.positions = shaped if finite.all() else shaped[finite]
-        self.wrong_shape = np.setdiff1d(np.arange(len(raw)), np.union1d(shaped, self.nulls), assume_unique=True)
+        everyone = bool(finite.all())
+        self.rows = matrix if everyone else matrix[finite]
+        self.positions = shaped if everyone else shaped[finite]
         self.non_finite = shaped[~finite]
 
     def counts_before(self, stop: int) -> tuple[int, int, int, int]:
@@ -235,7 +240,8 @@ class VectorFeature:
             "components_kept": self.projection.components,
             "dimension": self.dimension,
             "variance_kept": round(float(self.projection.variance_shares.sum()), 6),
-            "components_moved": moved,
+            "components_moved": moved[:TOP_COMPONENTS],
+            "components_moved_count": len(moved),
             **residual,
             "wrong_dimension": self.wrong_shape,
             "non_finite": self.non_finite,
@@ -258,10 +264,11 @@ class VectorFeature:
 
     def _components_moved(self, details: dict[str, Any]) -> list[list[float]]:
         """[component (1 = largest variance), share of the reference variance, mean shift in
-        reference sd, spread ratio] of the components that moved most, largest contribution first."""
+        reference sd, spread ratio] of each component that moved (`_moved`), largest contribution
+        to the statistic first."""
         assert self.projection is not None
         shares = self.projection.variance_shares
-        order = np.argsort(details["contribution"])[::-1][:TOP_COMPONENTS]
+        order = np.argsort(details["contribution"])[::-1]
         return [
             [int(j) + 1, round(float(shares[j]), 4), round(details["mean_shift_sd"][j], 4),
              round(details["spread_ratio"][j], 4)]
@@ -276,7 +283,7 @@ class VectorFeature:
         return {
             "reference_residual_distance": round(before, 6),
             "current_residual_distance": round(after, 6),
-            "residual_distance_ratio": round(after / before, 4) if before > 0 else math.nan,
+            "residual_distance_ratio": round(after / before, 4) if before > 0 else None,
             "residual_distance_contribution": round(details["residual_distance_contribution"], 4),
             "off_component_shift": round(details["off_component_shift"], 6),
             "off_component_chance": round(details["off_component_chance"], 6),
@@ -298,15 +305,15 @@ class VectorFeature:
             residual["off_component_shift"],
             residual["off_component_chance"],
         )
-        off = (
-            f"mean moved {shift:.3g} (chance {chance:.2g}), distance x{ratio:.3g} "
-            f"({residual['reference_residual_distance']:.3g} -> {residual['current_residual_distance']:.3g})"
+        distances = f"{residual['reference_residual_distance']:.3g} -> {residual['current_residual_distance']:.3g}"
+        off = f"mean moved {shift:.3g} (chance {chance:.2g}), distance " + (
+            f"x{ratio:.3g} ({distances})" if ratio else distances
         )
         subject = f"embedding {self.name!r}"
         if parts:
             along = f"moved along {len(moved)} of its {k} principal components: {', '.join(parts)}"
             return f"{subject} {along}; off them: {off}"
-        distance_moved = math.isfinite(ratio) and ratio > 0 and abs(math.log(ratio)) >= math.log1p(SHIFTED_SD)
+        distance_moved = bool(ratio) and abs(math.log(ratio)) >= math.log1p(SHIFTED_SD)
         if shift > 2 * chance or distance_moved:
             return f"{subject} moved off its {k} principal components: {off}"
         return (
