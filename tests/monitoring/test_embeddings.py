@@ -23,6 +23,7 @@ from monitor.contracts.alert import AlertKind
 from monitor.contracts.batch import PredictionBatch, decode_batch
 from monitor.contracts.config import FeatureType, MonitorConfig
 from monitor.contracts.limits import EventLimits
+from monitor.contracts.privacy import PrivacyPolicy
 from monitor.contracts.validation import InvalidEvent, decode_prediction
 from monitor.monitoring import embeddings
 from monitor.monitoring.drift import count_detectors
@@ -211,6 +212,12 @@ def test_contract_errors_name_the_field():
         {"models": [{"model_id": "m", "features": {"emb": {"type": "vector", "dimension": 8, "pii": "drop"}}}]}
     )
     assert not embeddings.TYPE.wanted(dropped.model("m"))
+    event = orjson.dumps({"model_id": "m", "prediction_id": "p", "timestamp": "2024-01-01T00:00:00Z",
+                          "features": {"emb": [0.5] * 8, "x": 1.0}, "prediction": 1})  # fmt: skip
+    policy = PrivacyPolicy.from_config(dropped, {})
+    assert decode_batch([event], [0], privacy=policy).predictions.features[0] == {"x": 1.0}
+    refused = event.replace(b'"prediction":1', b'"prediction":null')  # a dead letter keeps no number of it
+    assert b"0.5" in refused and b"0.5" not in policy.redact(refused)
 
     raw = orjson.dumps({"model_id": "m", "prediction_id": "p", "timestamp": "2024-01-01T00:00:00Z",
                         "features": {"emb": [0.5] * 9}, "prediction": 1})  # fmt: skip
