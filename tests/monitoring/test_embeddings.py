@@ -86,6 +86,9 @@ def test_the_drift_monitor_leaves_the_vector_feature_to_the_signal(warmed):
     assert "query_emb" not in monitor.drift.features and "length" in monitor.drift.features
     assert monitor.drift.unknown_features == 0
     assert feature.test is not None and 1 <= feature.projection.components <= 32  # type: ignore[union-attr]
+    # calibrated to the share of the budget the drift monitor's detectors get: same features, same count
+    signal = monitor.signals["embeddings"]
+    assert signal.feature_types == {name: f.type for name, f in monitor.drift.features.items()}  # type: ignore[attr-defined]
     assert (
         count_detectors(CONFIG.model("search"), {"length": FeatureType.numeric})
         == count_detectors(CONFIG.model("plain"), {"length": FeatureType.numeric}) + 1
