@@ -151,7 +151,7 @@ class EmbeddingsConfig(_Section):
 
     variance_kept: float = Field(0.9, gt=0, lt=1)
     """Principal components are kept until they explain this share of the reference's variance;
-    the rest is the residual, whose energy is watched as one more number."""
+    off them, the rows' distance and the window mean's are watched as a whole."""
     max_components: int = Field(32, ge=1, le=256)
     """At most this many components (each is a few numbers of state and one term of the test)."""
 
