@@ -93,15 +93,9 @@ valid_ids = st.one_of(
     st.sampled_from(["m", "fraud", "p-1", "v2", "é", "x" * 256]),
     st.text(st.characters(min_codepoint=32), min_size=1, max_size=8),
 )
-valid_values = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=12),
-    st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False)), max_size=3),
-)
-valid_labels = valid_values.filter(lambda v: v is not None and not isinstance(v, list))
+_valid_numbers = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
+valid_labels = st.one_of(st.booleans(), _valid_numbers, st.text(max_size=12))
+valid_values = st.one_of(st.none(), valid_labels, st.lists(_valid_numbers, max_size=3))
 
 
 def _mutated(
