@@ -12,7 +12,7 @@ A service's unit tests can learn that an event is wrong without Kafka:
 ...                         features={"age": {"years": 3}}, prediction=1)
 ... except InvalidEvent as error:
 ...     print(error.reason.value, "|", error)
-schema | features.age: input should be a boolean, a number, a string or null, got {'years': 3}
+schema | features.age: input should be a boolean, a number, a string, a list of numbers or null, got {'years': 3}
 
 `prediction_record` / `outcome_record` build the JSON the publisher puts on the wire and decode
 it with the worker's own door (`monitor.contracts.validation`), so what passes here is what the

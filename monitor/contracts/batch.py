@@ -214,7 +214,8 @@ def _decoders(limits: EventLimits) -> tuple[msgspec.json.Decoder, msgspec.json.D
     integer = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
     label = bool | integer | float | text
     version = Annotated[str, Meta(max_length=16)]
-    features = Annotated[dict[str, label | None], Meta(max_length=limits.max_features)]
+    vector = Annotated[list[float], Meta(max_length=limits.max_vector_length)]
+    features = Annotated[dict[str, label | vector | None], Meta(max_length=limits.max_features)]
     slice_value = Annotated[str, Meta(max_length=256)]
     slices = Annotated[dict[identifier, slice_value], Meta(max_length=limits.max_slices)]
     probability = Annotated[float, Meta(ge=0.0, le=1.0)]

@@ -40,6 +40,9 @@ class _Section(BaseModel):
 class FeatureType(StrEnum):
     numeric = "numeric"
     categorical = "categorical"
+    vector = "vector"
+    """An embedding: a list of `dimension` numbers per event, watched by the embedding signal
+    (`monitor.monitoring.embeddings`), never inferred: declare it."""
 
 
 class Task(StrEnum):
@@ -67,6 +70,8 @@ class FeatureSpec(_Section):
     pii: Pii | None = None
     """Personal data: `hash` or `drop` (see `Pii`). Hashing destroys order, so a numeric feature
     cannot be hashed: drop it, or declare it categorical if its values are codes."""
+    dimension: int | None = Field(None, ge=2)
+    """Length of every value of a `vector` feature (e.g. 384); required for vectors, and only for them."""
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +89,16 @@ class FeatureSpec(_Section):
             )
         if self.type is None and self.pii is None:
             raise ValueError("a feature needs a `type`, a `pii` marking, or both")
+        if self.type is FeatureType.vector:
+            if self.dimension is None:
+                raise ValueError("dimension: a `vector` feature needs its `dimension` (the length of every value)")
+            if self.pii is Pii.hash:
+                raise ValueError(
+                    "pii: hash on a vector feature: a pseudonym of a list of numbers has no geometry to monitor;"
+                    " use `pii: drop`"
+                )
+        elif self.dimension is not None:
+            raise ValueError(f"dimension: only a `vector` feature has one (this one is {self.type or 'untyped'})")
         return self
 
 
@@ -129,6 +144,16 @@ class DataQualityConfig(_Section):
     range_margin: float = Field(0.1, ge=0)
     """Widening of the reference range, as a share of its width."""
     max_unseen_category_rate: float = Field(0.05, ge=0, le=1)
+
+
+class EmbeddingsConfig(_Section):
+    """How a `vector` feature is projected before its test (`monitor.monitoring.embeddings`)."""
+
+    variance_kept: float = Field(0.9, gt=0, lt=1)
+    """Principal components are kept until they explain this share of the reference's variance;
+    off them, the rows' distance and the window mean's are watched as a whole."""
+    max_components: int = Field(32, ge=1, le=256)
+    """At most this many components (each is a few numbers of state and one term of the test)."""
 
 
 class AlertingConfig(_Section):
@@ -530,6 +555,7 @@ class MonitorConfig(BaseSettings):
     detectors: DetectorsConfig = DetectorsConfig()
     reference: ReferenceConfig = ReferenceConfig()
     data_quality: DataQualityConfig = DataQualityConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
     alerting: AlertingConfig = AlertingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     caps: CapsConfig = CapsConfig()

@@ -45,8 +45,11 @@ UNVERSIONED = "unversioned"
 
 # Unions are tried left to right: the first member that accepts the value wins (faster than
 # pydantic's "smart" mode, and unambiguous since the members are strict).
-FeatureValue = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr | None, Field(union_mode="left_to_right")]
-"""A feature's value: a number, a string (category), a boolean or null (missing)."""
+FeatureValue = Annotated[
+    StrictBool | StrictInt | StrictFloat | StrictStr | list[StrictFloat] | None, Field(union_mode="left_to_right")
+]
+"""A feature's value: a number, a string (category), a boolean, a list of numbers (an embedding,
+at most `EventLimits.max_vector_length`; integers in it read as floats) or null (missing)."""
 
 Label = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr, Field(union_mode="left_to_right")]
 """A class (string, integer or boolean), a score or a regression value."""
@@ -113,7 +116,8 @@ class PredictionEvent(_Event):
     model_version: Identifier = Field(UNVERSIONED, description="Version of the model that served it.")
     prediction_id: Identifier = Field(description="Unique id; the outcome event refers to it.")
     features: dict[FeatureName, FeatureValue] = Field(
-        description="Model inputs by name: number, string (category), boolean or null (missing)."
+        description="Model inputs by name: number, string (category), boolean, list of numbers (embedding)"
+        " or null (missing)."
     )
     prediction: Label = Field(description="The class, score or value the model returned.")
     probabilities: dict[Identifier, Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
@@ -144,6 +148,14 @@ class PredictionEvent(_Event):
         too_long = [name for name, v in value.items() if type(v) is str and len(v) > longest]
         if too_long:
             _check_string(value[too_long[0]], limits, f"value of feature {too_long[0]!r}")
+        longest = limits.max_vector_length
+        too_many = [name for name, v in value.items() if type(v) is list and len(v) > longest]
+        if too_many:
+            raise PydanticCustomError(
+                "limit_vector_length",
+                "value of feature {name} has {length} numbers, over the limit of {limit}",
+                {"name": repr(too_many[0]), "length": len(value[too_many[0]]), "limit": longest},
+            )
         return value
 
     @field_validator("attributions")

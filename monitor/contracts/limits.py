@@ -24,6 +24,8 @@ class EventLimits(BaseModel):
     """Most features one prediction may carry."""
     max_string_length: int = Field(1024, gt=0)
     """Longest string value (feature, prediction or label)."""
+    max_vector_length: int = Field(4096, gt=0)
+    """Most numbers in one feature value that is a list (an embedding)."""
     max_slices: int = Field(16, gt=0)
     """Most slice names one prediction may carry."""
     earliest_timestamp: datetime = datetime(2000, 1, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ send what it refuses to the dead letters.
 ...                       b' "features": {"age": {"years": 3}}, "prediction": 1}')
 ... except InvalidEvent as error:
 ...     print(error.reason.value, "|", error)
-schema | features.age: input should be a boolean, a number, a string or null, got {'years': 3}
+schema | features.age: input should be a boolean, a number, a string, a list of numbers or null, got {'years': 3}
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ class InvalidEvent(ValueError):
         letter and a log line say of an event that could hold personal data."""
 
 
-_UNION_TAGS = {"bool": "a boolean", "int": "a number", "float": "a number", "str": "a string", "none": "null"}
+_UNION_TAGS = {
+    "bool": "a boolean",
+    "int": "a number",
+    "float": "a number",
+    "str": "a string",
+    "list[float]": "a list of numbers",
+    "none": "null",
+}
 
 
 def format_validation_error(error: ValidationError, max_errors: int = 3, values: bool = True) -> str:
@@ -51,6 +58,7 @@ def format_validation_error(error: ValidationError, max_errors: int = 3, values:
         loc = list(item["loc"])
         if loc and loc[-1] in _UNION_TAGS:
             item = {**item, "union_tag": loc.pop()}
+        loc = [part for part in loc if part not in _UNION_TAGS]  # `features.x.list[float].0` reads `features.x.0`
         path = ".".join(_short_part(part) for part in loc) or "event"
         by_path.setdefault(path, []).append(item)
     clauses = []
@@ -58,8 +66,11 @@ def format_validation_error(error: ValidationError, max_errors: int = 3, values:
         tags = [item["union_tag"] for item in items if "union_tag" in item]
         if tags and len(tags) == len(items):
             accepted = list(dict.fromkeys(_UNION_TAGS[tag] for tag in tags))
-            if path.startswith("features.") and "null" not in accepted:
-                accepted.append("null")  # nullable unions report no error for their None member
+            if path.startswith("features."):
+                # a list's own errors are at its elements' paths; nullable unions report none for None
+                accepted = [a for a in accepted if a != "null"] + ["null"]
+                if "a list of numbers" not in accepted:
+                    accepted.insert(-1, "a list of numbers")
             message = "input should be " + (
                 ", ".join(accepted[:-1]) + " or " + accepted[-1] if len(accepted) > 1 else accepted[0]
             )

@@ -388,6 +388,10 @@ class DriftMonitor:
         """Unknown top-level fields seen on events (kept out of state, counted)."""
         self.unknown_features = 0
         """Feature values whose name is not in the reference (not monitored, counted)."""
+        self.vector_features = frozenset(
+            name for name, spec in model.features.items() if spec.type is FeatureType.vector
+        )
+        """Declared embeddings: known, but left to the embedding signal (`monitoring.embeddings`)."""
         self.reference: ReferenceProfile | None = None
         self.features: dict[str, FeatureMonitor] = {}
         self.multivariate: list[WindowTest] = []
@@ -566,7 +570,7 @@ class DriftMonitor:
             self._window_start = _time(batch.timestamps[0])
         self._window_end = _time(batch.timestamps[-1])
         findings: list[Finding] = []
-        known = self.features.keys()
+        known = self.features.keys() | self.vector_features if self.vector_features else self.features.keys()
         if (columns is None or columns.unknown) and not batch.feature_names() <= known:
             self.unknown_features += sum(len(names - known) for names in map(dict.keys, batch.features))
         numeric_columns: dict[str, np.ndarray] = {}

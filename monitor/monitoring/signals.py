@@ -80,10 +80,12 @@ def signal_types() -> dict[str, SignalType]:
     global _registered
     if not _registered:
         from monitor.monitoring.attribution import ATTRIBUTION
+        from monitor.monitoring.embeddings import EMBEDDINGS
         from monitor.monitoring.slice_drift import SLICE_DRIFT
 
         SIGNAL_TYPES["slice_drift"] = SLICE_DRIFT
         SIGNAL_TYPES["attribution"] = ATTRIBUTION
+        SIGNAL_TYPES["embeddings"] = EMBEDDINGS
         _registered = True
     return SIGNAL_TYPES
 

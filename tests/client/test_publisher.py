@@ -120,7 +120,9 @@ def _publish_bad_then_sentinel(kafka_config, **bad_fields):
 
 def test_an_invalid_feature_is_refused_naming_the_field_and_nothing_is_sent(kafka_config):
     error, on_topic = _publish_bad_then_sentinel(kafka_config, features={"amount": {"currency": "EUR"}})
-    assert str(error).startswith("features.amount: input should be a boolean, a number, a string or null")
+    assert str(error).startswith(
+        "features.amount: input should be a boolean, a number, a string, a list of numbers or null"
+    )
     assert error.reason is DeadLetterReason.schema
     assert on_topic == ["p-sentinel"]
 

@@ -22,7 +22,7 @@ from monitor.contracts.events import OutcomeEvent, PredictionEvent
 from monitor.contracts.limits import EventLimits
 from monitor.contracts.validation import InvalidEvent, decode_any
 
-LIMITS = EventLimits(max_event_bytes=1500, max_features=4, max_string_length=12, max_slices=2)
+LIMITS = EventLimits(max_event_bytes=1500, max_features=4, max_string_length=12, max_slices=2, max_vector_length=3)
 
 _short_text = st.text(min_size=0, max_size=14)
 identifiers = st.one_of(
@@ -36,7 +36,9 @@ numbers = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from([0.0, -0.0, 1.0, 0.5, 1e308, 5e-324]),
 )
-values = st.one_of(st.none(), st.booleans(), numbers, _short_text, st.lists(st.integers(), max_size=2),
+vectors = st.lists(st.one_of(numbers, st.booleans(), st.none(), st.just("1")), max_size=5)
+"""Lists of numbers (embeddings), some too long for `LIMITS`, some with a value that is not a number."""
+values = st.one_of(st.none(), st.booleans(), numbers, _short_text, st.lists(st.integers(), max_size=2), vectors,
                    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))  # fmt: skip
 timestamps = st.one_of(
     st.sampled_from(
@@ -91,14 +93,9 @@ valid_ids = st.one_of(
     st.sampled_from(["m", "fraud", "p-1", "v2", "é", "x" * 256]),
     st.text(st.characters(min_codepoint=32), min_size=1, max_size=8),
 )
-valid_values = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=12),
-)
-valid_labels = valid_values.filter(lambda v: v is not None)
+_valid_numbers = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
+valid_labels = st.one_of(st.booleans(), _valid_numbers, st.text(max_size=12))
+valid_values = st.one_of(st.none(), valid_labels, st.lists(_valid_numbers, max_size=3))
 
 
 def _mutated(
@@ -191,6 +188,8 @@ def _same(a: Any, b: Any) -> bool:
     """Equal values of equal types (1, 1.0 and True differ), NaN never occurs."""
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same, a, b))
     return type(a) is type(b) and (a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)))
 
 
@@ -255,6 +254,11 @@ PITFALLS = [
     {**BASE, "features": {"a": -(2**63) - 1}},
     {**BASE, "prediction": "x" * 13},
     {**BASE, "features": {"a": "x" * 13}},
+    {**BASE, "features": {"a": [1, 2.5, -3]}},  # integers in a vector read as floats on both paths
+    {**BASE, "features": {"a": [1.0, 2.0, 3.0, 4.0]}},  # over max_vector_length
+    {**BASE, "features": {"a": [1.0, True]}},
+    {**BASE, "features": {"a": [2**64, 1e308]}},
+    {**BASE, "features": {"a": []}},
     {**BASE, "features": {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}},
     {**BASE, "slices": {"a": "1", "b": "2", "c": "3"}},
     {**BASE, "probabilities": {"0": 0.5, "1": 0.4}},

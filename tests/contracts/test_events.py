@@ -79,7 +79,7 @@ def test_unknown_fields_are_kept_apart_not_fatal():
         (
             encode(features={"age": "abc", "x": {"a": 1}}),
             "schema",
-            "features.x: input should be a boolean, a number, a string or null, got {'a': 1}",
+            "features.x: input should be a boolean, a number, a string, a list of numbers or null, got {'a': 1}",
         ),
         (encode(latency_ms="abc"), "schema", "latency_ms: input should be a valid number"),
         (encode(latency_ms=-1), "schema", "latency_ms: input should be greater than or equal to 0, got -1"),

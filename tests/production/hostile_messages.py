@@ -88,7 +88,11 @@ _WRONG = {
         st.sampled_from(["yesterday", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-01-01T00:00:00", ""]),
     ),
     "features": st.one_of(st.lists(_int64, max_size=3), _short_text, _int64, st.none(), st.booleans()),
-    "features.amount": _not_a_scalar,
+    # a list of numbers is a valid value (an embedding); lists of anything else are not
+    "features.amount": st.one_of(
+        st.dictionaries(_short_text, _int64, max_size=3),
+        st.lists(st.one_of(_short_text, st.booleans()), min_size=1, max_size=3),
+    ),
     "prediction": st.one_of(_not_a_scalar, st.none()),
     "probabilities": st.one_of(
         st.lists(st.floats(0, 1), max_size=2),

@@ -40,7 +40,7 @@ def test_invalid_lines_are_dead_lettered_with_reason_and_replay_goes_on(tmp_path
     lines = [prediction(i) for i in range(300)]
     bad = {
         10: b"not json",
-        20: b'{"model_id": "m", "prediction_id": "p", "timestamp": "2024-01-01T00:00:00Z", "features": {"x": [1]},'
+        20: b'{"model_id": "m", "prediction_id": "p", "timestamp": "2024-01-01T00:00:00Z", "features": {"x": {"a": 1}},'
         b' "prediction": 1}',
         30: b"\xff\xfe\x00",
         40: b'{"model_id": "m"}',
@@ -65,7 +65,9 @@ def test_invalid_lines_are_dead_lettered_with_reason_and_replay_goes_on(tmp_path
     dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert [d["source"]["line"] for d in dead] == [10, 20, 30, 40]
     assert [d["reason"] for d in dead] == ["undecodable", "schema", "undecodable", "schema"]
-    assert dead[1]["error"].startswith("features.x: input should be a boolean, a number, a string or null")
+    assert dead[1]["error"].startswith(
+        "features.x: input should be a boolean, a number, a string, a list of numbers or null"
+    )
     assert base64.b64decode(dead[2]["original_b64"]) == b"\xff\xfe\x00"
     assert all(d["source"]["file"] == str(events) for d in dead)
 
