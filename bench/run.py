@@ -5,6 +5,8 @@
 * `replay_throughput.py`: replay events/s with 20 numeric + 5 categorical features and every
   default detector, peak RSS, detector state per feature after 1 M events;
 * `evaluation_throughput.py`: join + evaluation outcomes/s, memory per pending prediction;
+* `signals_cost.py`: replay events/s with each optional signal (slice drift, attribution drift, a
+  384-number vector feature) configured, beside none, and its start-up (calibration) CPU;
 * `detector_accuracy.py`: our detectors in memory on the drift-bench streams (needs
   ../shared/drift-bench; the product-through-replay comparison with the peers is drift-bench's own
   `run.py --product-cmd ...`, see bench/README.md);
@@ -40,6 +42,8 @@ def main() -> int:
          + (["--events", "20000", "--state-events", "100000"] if args.quick else [])),
         ("evaluation throughput", ["evaluation_throughput.py"]
          + (["--outcomes", "30000", "--pending", "100000", "--repeat", "1"] if args.quick else [])),
+        ("optional signals in replay", ["signals_cost.py"]
+         + (["--long", "40000", "--rounds", "1"] if args.quick else [])),
     ]  # fmt: skip
     if DRIFT_BENCH.is_dir():
         runs.append(("detector accuracy (in memory)", ["detector_accuracy.py", "--drift-bench", str(DRIFT_BENCH)]

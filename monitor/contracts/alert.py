@@ -16,8 +16,10 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-ALERT_SCHEMA_VERSION = "1.0"
-"""Version of the alert contract this code writes."""
+ALERT_SCHEMA_VERSION = "1.1"
+"""Version of the alert contract this code writes. A consumer reads every minor version of the
+major it knows. 1.1 added the `attribution_drift` kind, and `slice` on `feature_drift` and
+`prediction_drift` alerts (drift per slice)."""
 
 JsonScalar = bool | int | float | str | None
 EvidenceDetail = JsonScalar | list[JsonScalar] | list[list[JsonScalar]]

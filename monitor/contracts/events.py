@@ -12,7 +12,7 @@ Limits (event size, number of features, string length, timestamp range) come fro
 >>> raw += b' "features": {"amount": 12.5, "country": "DE"}, "prediction": 0.93}'
 >>> event = PredictionEvent.model_validate_json(raw, context=EventLimits().context())
 >>> event.model_version, event.schema_version, event.features["country"]
-('unversioned', '1.0', 'DE')
+('unversioned', '1.1', 'DE')
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from pydantic_core import PydanticCustomError
 
 from monitor.contracts.limits import EventLimits
 
-SCHEMA_VERSION = "1.0"
-"""Version of the event contracts this code writes; readers accept events without one."""
+SCHEMA_VERSION = "1.1"
+"""Version of the event contracts this code writes; readers accept events without one, and every
+earlier minor version. 1.1 added `attributions` and list-of-number (embedding) feature values."""
 
 UNVERSIONED = "unversioned"
 """`model_version` of events whose producer did not say which version served them."""

@@ -15,6 +15,7 @@ from monitor.client import DriftlinePublisher, InvalidEvent
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetterReason
 from monitor.contracts.envelope import EventEnvelope, unpack
+from monitor.contracts.events import SCHEMA_VERSION
 from monitor.contracts.limits import EventLimits
 from monitor.contracts.validation import decode_outcome, decode_prediction
 from monitor.kafka.settings import consumer_settings
@@ -79,7 +80,7 @@ def test_predictions_and_outcomes_arrive_keyed_and_intact(kafka_config):
     partitions_of_model: dict[str, set[int]] = {}
     for record, value in predictions:
         raw = orjson.loads(value)
-        assert raw["schema_version"] == "1.0"
+        assert raw["schema_version"] == SCHEMA_VERSION == "1.1"
         assert raw["model_version"] in {"v1", "v2"}
         event = decode_prediction(value)
         assert record.key == event.model_id.encode()
@@ -92,7 +93,7 @@ def test_predictions_and_outcomes_arrive_keyed_and_intact(kafka_config):
     outcomes = _read_all(kafka_config, kafka_config.topics.outcomes, len(sent_outcomes))
     assert len(outcomes) == len(sent_outcomes) == 150
     for record, value in outcomes:
-        assert orjson.loads(value)["schema_version"] == "1.0"
+        assert orjson.loads(value)["schema_version"] == SCHEMA_VERSION
         event = decode_outcome(value)
         # in envelopes, on the partition the outcome would take alone, keyed by its prediction id
         assert record.partition == (murmur2(event.prediction_id.encode()) & 0x7FFFFFFF) % kafka_config.partitions
