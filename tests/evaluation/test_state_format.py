@@ -25,9 +25,12 @@ def as_json(value: object) -> object:
 
 
 def contained(old: object, new: object) -> bool:
-    """`new` holds everything `old` does, with the same values (a mapping may gain keys)."""
+    """`new` holds everything `old` does, with the same values (a mapping may gain keys, also
+    inside a list: a model's settings in `models`)."""
     if isinstance(old, dict):
         return isinstance(new, dict) and all(key in new and contained(value, new[key]) for key, value in old.items())
+    if isinstance(old, list):
+        return isinstance(new, list) and len(old) == len(new) and all(map(contained, old, new))
     return old == new
 
 
