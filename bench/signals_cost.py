@@ -9,7 +9,10 @@ events and one section to the configuration:
 * `slices`: `slices: {country: C0..C9}` (ten of a tenth) on every event; then
   `slice_drift: {keys: [country]}` configured;
 * `attributions`: an attribution per numeric feature on every event; then `attribution: {}`;
-* `embedding`: a 384-number `embedding` feature on every event; then declared `type: vector`.
+* `embedding`: a 384-number `embedding` feature on every event; then declared `type: vector`;
+* `pii`: the plain stream with its 5 categorical features marked `pii: hash` (a keyed hash of
+  each value where events are decoded, `DRIFTLINE_PII_KEY` set for the run), and with one
+  numeric feature marked `pii: drop`.
 
 Each "carried" row has the events but nothing configured: what reading the extra JSON costs
 (and, for an undeclared embedding, counting it as an unknown feature); the next row is what
@@ -26,6 +29,7 @@ times; the table keeps each row's median marginal rate and median short-run CPU.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -55,7 +59,11 @@ ROWS: dict[str, tuple[set[str], dict]] = {
         {"vector"},
         {"features": {"embedding": {"type": "vector", "dimension": DIMENSION}}},
     ),
+    "pii: hash (5 categorical)": (set(), {"features": {f"c{j}": {"pii": "hash"} for j in range(N_CATEGORICAL)}}),
+    "pii: drop (1 numeric)": (set(), {"features": {"x0": {"pii": "drop"}}}),
 }
+PII_KEY = "bench-only-key-for-signals-cost-0123456789"
+"""`DRIFTLINE_PII_KEY` for the runs (the hash rows need one; a deployment's comes from its secrets)."""
 
 
 def write_events(path: Path, n: int, carry: set[str], seed: int = 0) -> None:
@@ -92,7 +100,10 @@ def replay_cpu(events: Path, config: Path, out: Path) -> float:
     code += "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(u.ru_utime + u.ru_stime)"
     command = ["taskset", "-c", "0", str(ROOT / ".venv/bin/driftline"), "replay", "--config", str(config),
                "--input", str(events), "--alerts-out", str(out / "alerts.jsonl")]  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code, *command], check=True, capture_output=True, text=True)
+    environment = {**os.environ, "DRIFTLINE_PII_KEY": PII_KEY}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *command], check=True, capture_output=True, text=True, env=environment
+    )
     return float(result.stdout.strip())
 
 
@@ -101,25 +112,27 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=20_000)
     parser.add_argument("--long", type=int, default=150_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", nargs="*", choices=list(ROWS), help="only these rows (and `none`, the baseline)")
     parser.add_argument("--save", action="store_true", help="also write bench/results/signals-<date>.md")
     args = parser.parse_args()
-    rates: dict[str, list[float]] = {name: [] for name in ROWS}
-    shorts: dict[str, list[float]] = {name: [] for name in ROWS}
+    rows = {name: ROWS[name] for name in ROWS if not args.rows or name == "none" or name in args.rows}
+    rates: dict[str, list[float]] = {name: [] for name in rows}
+    shorts: dict[str, list[float]] = {name: [] for name in rows}
     with tempfile.TemporaryDirectory(prefix="signals-cost-") as tmp:
         work = Path(tmp)
         files = {}
-        for name, (carry, section) in ROWS.items():
+        for row, (name, (carry, section)) in enumerate(rows.items()):
             key = "-".join(sorted(carry)) or "plain"
             for length, n in (("short", args.short), ("long", args.long)):
                 path = work / f"{key}-{length}.jsonl"
                 if not path.exists():
                     write_events(path, n, carry)
                 files[name, length] = path
-            config = work / f"{name.split()[0]}-{bool(section)}.yaml"
+            config = work / f"row-{row}.yaml"
             config.write_text(yaml.safe_dump({**BASE, "models": [{"model_id": "bench", **section}]}))
             files[name, "config"] = config
         for _ in range(args.rounds):
-            for name in ROWS:
+            for name in rows:
                 short = replay_cpu(files[name, "short"], files[name, "config"], work)
                 long = replay_cpu(files[name, "long"], files[name, "config"], work)
                 shorts[name].append(short)
@@ -137,7 +150,7 @@ def main() -> None:
         "calibration) | vs none |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ROWS:
+    for name in rows:
         rate, short = median(rates[name]), median(shorts[name])
         lines.append(
             f"| {name} | {rate:,.0f} | {rate / base_rate:.2f}x | {1e6 / rate - 1e6 / base_rate:+.1f} | "
