@@ -6,7 +6,8 @@
   default detector, peak RSS, detector state per feature after 1 M events;
 * `evaluation_throughput.py`: join + evaluation outcomes/s, memory per pending prediction;
 * `signals_cost.py`: replay events/s with each optional signal (slice drift, attribution drift, a
-  384-number vector feature) configured, beside none, and its start-up (calibration) CPU;
+  384-number vector feature) and the privacy policy configured, beside none, and its start-up
+  (calibration) CPU;
 * `detector_accuracy.py`: our detectors in memory on the drift-bench streams (needs
   ../shared/drift-bench; the product-through-replay comparison with the peers is drift-bench's own
   `run.py --product-cmd ...`, see bench/README.md);
