@@ -61,7 +61,7 @@ from monitor.core.finding import Finding
 from monitor.detectors import calibration
 from monitor.detectors._window import CalibratedWindowTest
 from monitor.detectors.base import DataKind, TestResult
-from monitor.monitoring.drift import DriftMonitor, detector_seed, recent_scores, remember_score
+from monitor.monitoring.drift import DriftMonitor, detector_seed, last_score, recent_scores, remember_score
 from monitor.monitoring.signals import SignalType
 
 log = logging.getLogger(__name__)
@@ -400,8 +400,7 @@ class AttributionSignal:
         metrics (`driftline_drift_score{feature="__attributions__"}`); empty until calibrated."""
         if self.test is None:
             return {}
-        history = self.history.get(self.test.name)
-        return {ATTRIBUTIONS: [(self.test.name, history[-1][1] if history else math.nan, self.test.threshold)]}
+        return {ATTRIBUTIONS: [(self.test.name, last_score(self.history, self.test.name), self.test.threshold)]}
 
     # -- state --------------------------------------------------------------------------------------
 

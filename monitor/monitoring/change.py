@@ -39,6 +39,16 @@ SHIFTED_SD = 0.1
 spread within this factor of the reference's as unchanged."""
 
 
+def mean_moved(standardised_difference: float) -> bool:
+    """Whether a mean moved by `SHIFTED_SD` reference standard deviations or more."""
+    return math.isfinite(standardised_difference) and abs(standardised_difference) >= SHIFTED_SD
+
+
+def spread_moved(ratio: float) -> bool:
+    """Whether a spread (or a distance) moved by the factor `1 + SHIFTED_SD` or more, either way."""
+    return math.isfinite(ratio) and ratio > 0 and abs(math.log(ratio)) >= math.log1p(SHIFTED_SD)
+
+
 def _g(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else "n/a"
 

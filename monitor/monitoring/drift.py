@@ -47,7 +47,9 @@ from monitor.monitoring.change import (
     SHIFTED_SD,
     categorical_change,
     describe,
+    mean_moved,
     numeric_change,
+    spread_moved,
     tripped_component,
 )
 from monitor.monitoring.columns import category_codes, category_column, numeric_column
@@ -149,9 +151,9 @@ def _most_moved(moved: list[list[Any]]) -> str:
     """`most in 'amount' (+0.82 sd) and 'age' (spread x1.4)`, or that no feature moved alone."""
     parts = []
     for name, smd, spread in moved:
-        if math.isfinite(smd) and abs(smd) >= SHIFTED_SD:
+        if mean_moved(smd):
             parts.append(f"{name!r} ({smd:+.2g} sd)")
-        elif math.isfinite(spread) and spread > 0 and abs(math.log(spread)) >= math.log1p(SHIFTED_SD):
+        elif spread_moved(spread):
             parts.append(f"{name!r} (spread x{spread:.3g})")
     if not parts:
         return f"though no feature moved alone by {SHIFTED_SD:g} sd: the change is in how they vary together"
@@ -165,6 +167,12 @@ def remember_score(history: dict[str, list[list[float]]], name: str, end: dateti
     series = history.setdefault(name, [])
     series.append([end.timestamp(), float(f"{score:.6g}")])
     del series[:-MAX_SCORE_HISTORY]
+
+
+def last_score(history: dict[str, list[list[float]]], name: str) -> float:
+    """The score check `name` had at the last closed window (`remember_score`), NaN before one."""
+    series = history.get(name)
+    return series[-1][1] if series else math.nan
 
 
 def recent_scores(history: list[list[float]], extra: tuple[datetime, float] | None = None) -> dict[str, Any]:

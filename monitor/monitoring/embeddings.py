@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,8 +46,15 @@ from monitor.contracts.batch import PredictionBatch
 from monitor.contracts.config import FeatureType, ModelConfig, MonitorConfig
 from monitor.core.finding import Finding
 from monitor.detectors.embedding_shift import CovarianceSums, EmbeddingShift, Projection, WindowMoments
-from monitor.monitoring.change import SHIFTED_SD
-from monitor.monitoring.drift import DriftMonitor, ValueSample, detector_seed, recent_scores, remember_score
+from monitor.monitoring.change import SHIFTED_SD, mean_moved, spread_moved
+from monitor.monitoring.drift import (
+    DriftMonitor,
+    ValueSample,
+    detector_seed,
+    last_score,
+    recent_scores,
+    remember_score,
+)
 from monitor.monitoring.signals import SignalType
 
 log = logging.getLogger(__name__)
@@ -264,8 +270,8 @@ class VectorFeature:
 
     def _components_moved(self, details: dict[str, Any]) -> list[list[float]]:
         """[component (1 = largest variance), share of the reference variance, mean shift in
-        reference sd, spread ratio] of each component that moved (`_moved`), largest contribution
-        to the statistic first."""
+        reference sd, spread ratio] of each component that moved (`change.mean_moved`,
+        `spread_moved`), largest contribution to the statistic first."""
         assert self.projection is not None
         shares = self.projection.variance_shares
         order = np.argsort(details["contribution"])[::-1]
@@ -273,7 +279,7 @@ class VectorFeature:
             [int(j) + 1, round(float(shares[j]), 4), round(details["mean_shift_sd"][j], 4),
              round(details["spread_ratio"][j], 4)]
             for j in order
-            if _moved(details["mean_shift_sd"][j], details["spread_ratio"][j])
+            if mean_moved(details["mean_shift_sd"][j]) or spread_moved(details["spread_ratio"][j])
         ]  # fmt: skip
 
     def _residual_change(self, details: dict[str, Any]) -> dict[str, Any]:
@@ -298,7 +304,7 @@ class VectorFeature:
         k = self.projection.components
         parts = []
         for component, share, shift, spread in moved[:3]:
-            change = f"{shift:+.2g} sd" if abs(shift) >= SHIFTED_SD else f"spread x{spread:.3g}"
+            change = f"{shift:+.2g} sd" if mean_moved(shift) else f"spread x{spread:.3g}"
             parts.append(f"component {component} ({share:.0%} of the variance) {change}")
         ratio, shift, chance = (
             residual["residual_distance_ratio"],
@@ -313,8 +319,7 @@ class VectorFeature:
         if parts:
             along = f"moved along {len(moved)} of its {k} principal components: {', '.join(parts)}"
             return f"{subject} {along}; off them: {off}"
-        distance_moved = bool(ratio) and abs(math.log(ratio)) >= math.log1p(SHIFTED_SD)
-        if shift > 2 * chance or distance_moved:
+        if shift > 2 * chance or (ratio is not None and spread_moved(ratio)):
             return f"{subject} moved off its {k} principal components: {off}"
         return (
             f"{subject} changed, though none of its {k} principal components moved by {SHIFTED_SD:g} sd: "
@@ -417,11 +422,6 @@ class VectorFeature:
         return feature
 
 
-def _moved(shift: float, spread: float) -> bool:
-    """Whether a component's mean or spread moved enough to name (`change.SHIFTED_SD`)."""
-    return abs(shift) >= SHIFTED_SD or (spread > 0 and abs(math.log(spread)) >= math.log1p(SHIFTED_SD))
-
-
 class EmbeddingSignal:
     """Every vector feature of one model (`signals.Signal`)."""
 
@@ -459,8 +459,8 @@ class EmbeddingSignal:
         scores = {}
         for name, feature in self.features.items():
             if feature.test is not None:
-                history = feature.history.get(feature.test.name)
-                scores[name] = [(feature.test.name, history[-1][1] if history else math.nan, feature.test.threshold)]
+                test = feature.test
+                scores[name] = [(test.name, last_score(feature.history, test.name), test.threshold)]
         return scores
 
     def to_state(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from monitor.contracts.alert import Alert, AlertStatus
+from monitor.monitoring.drift import last_score
 from monitor.monitoring.slice_drift import SliceDrift
 
 if TYPE_CHECKING:
@@ -231,8 +232,7 @@ class DriftlineMetrics:
         for feature in drift.features.values():
             scores = [(d.name, d.score, d.threshold) for d in feature.sequential]
             for test in feature.tests:
-                history = feature.history.get(test.name)
-                scores.append((test.name, history[-1][1] if history else math.nan, test.threshold))
+                scores.append((test.name, last_score(feature.history, test.name), test.threshold))
             by_feature[feature.name] = scores
         for signal in monitor.signals.values():  # a signal with a calibrated score exports it like a feature
             by_feature.update(getattr(signal, "drift_scores", dict)())
