@@ -18,7 +18,7 @@ one 5 (x: 3, prediction: 2); each is calibrated to `detector_run_length(config, 
 run_length_events / (1 - evaluation.budget_share) x detectors (`monitor.monitoring.drift`), and
 the error stream's detector to the evaluator's `error_run_length` (`ModelEvaluator`). The detectors,
 their parameters, the window and the reference size are the configuration's; each detector's
-seed is the product's (`_seed(feature, detector)`; 0 for the error stream). An extra detector
+seed is the product's (`detector_seed(feature, detector)`; 0 for the error stream). An extra detector
 gets the run length of the defaults, as if it were one of them. `--run-length-events N` declares
 the budget as one false alarm per model per N events (as bench/operating_curve.py does).
 Window tests decide on tumbling windows after the reference, as the windowed peers do.
@@ -47,7 +47,7 @@ from monitor.core.reference import PREDICTION  # noqa: E402
 from monitor.detectors.base import SequentialDetector  # noqa: E402
 from monitor.detectors.registry import create  # noqa: E402
 from monitor.evaluation.evaluator import ModelEvaluator  # noqa: E402
-from monitor.monitoring.drift import _seed, count_detectors, detector_run_length  # noqa: E402
+from monitor.monitoring.drift import count_detectors, detector_seed, detector_run_length  # noqa: E402
 
 CONFIG = ROOT / "bench" / "drift-bench.yaml"
 FEATURE = {"numeric": "x_num", "categorical": "x_cat"}
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         run_lengths[cat] = run_length
         combined: list[int] = []
         for name in names:
-            seed = 0 if cat == "error" else _seed(FEATURE[cat], name)
+            seed = 0 if cat == "error" else detector_seed(FEATURE[cat], name)
             alarms, fit_s = alarms_of(name, st, run_length, window, ref_size, seed, params.get(name))
             fit_times[name].append(fit_s)
             sc = metrics.score(alarms, st.n, st.change_point, ref_size)
