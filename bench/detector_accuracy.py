@@ -47,7 +47,7 @@ from monitor.core.reference import PREDICTION  # noqa: E402
 from monitor.detectors.base import SequentialDetector  # noqa: E402
 from monitor.detectors.registry import create  # noqa: E402
 from monitor.evaluation.evaluator import ModelEvaluator  # noqa: E402
-from monitor.monitoring.drift import count_detectors, detector_seed, detector_run_length  # noqa: E402
+from monitor.monitoring.drift import count_detectors, detector_run_length, detector_seed  # noqa: E402
 
 CONFIG = ROOT / "bench" / "drift-bench.yaml"
 FEATURE = {"numeric": "x_num", "categorical": "x_cat"}
