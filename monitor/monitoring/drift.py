@@ -382,13 +382,15 @@ class DriftMonitor:
         config: MonitorConfig,
         reference: ReferenceProfile | None = None,
         *,
-        multivariate: bool = True,
+        slice: str | None = None,
     ):
         self.model = model
         self.config = config
-        self.with_multivariate = multivariate
-        """False: no multivariate test (a slice's monitor, `slice_drift`: its model's all-traffic
-        monitor has one); the model's multivariate detectors still count in the budget."""
+        self.slice = slice
+        """The slice this monitor watches for `slice_drift` (e.g. "country=C3"), or None for all the
+        model's traffic. A slice's monitor has no multivariate test (the model's all-traffic
+        monitor has one; its detectors still count in the budget), and its reference is its first
+        `slice_drift.reference_events` events."""
         assert model.window is not None and model.detectors is not None, "use MonitorConfig.model()"
         self.clock = WindowClock(model.window)
         self.events = 0
@@ -438,7 +440,7 @@ class DriftMonitor:
                 alert_kind = AlertKind.feature_drift
             plan[name] = (kind_of_data, alert_kind, [self._create(n) for n in names])
         numeric = [n for n, (t, _, _) in plan.items() if t is FeatureType.numeric and n != PREDICTION]
-        wanted = len(numeric) >= 2 and self.with_multivariate
+        wanted = len(numeric) >= 2 and self.slice is None
         multivariate = [self._create(n) for n in detectors.multivariate] if wanted else []
         types = {n: t for n, (t, _, _) in plan.items()}
         run_length = detector_run_length(self.config, count_detectors(self.model, types))
@@ -446,11 +448,13 @@ class DriftMonitor:
         used = min(reference.n_rows, self.config.reference.sample_size)
         if used < needed:
             log.warning(
-                "model %s: its reference of %d rows is too small for the false-alarm budget; about %d rows would "
-                "do (a larger reference, or reference.warmup_events%s): expect more false alarms than declared",
+                "model %s%s: its reference of %d rows is too small for the false-alarm budget; about %d rows would "
+                "do (a larger reference, or %s%s): expect more false alarms than declared",
                 self.model.model_id,
+                "" if self.slice is None else f", slice {self.slice}",
                 used,
                 needed,
+                "reference.warmup_events" if self.slice is None else "slice_drift.reference_events",
                 ", and reference.sample_size as many" if needed > self.config.reference.sample_size else "",
             )
         window_size = self.model.window.size_events or self.model.window.min_events  # type: ignore[union-attr]
@@ -963,9 +967,9 @@ class DriftMonitor:
 
     @classmethod
     def from_state(
-        cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any], *, multivariate: bool = True
+        cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any], *, slice: str | None = None
     ) -> DriftMonitor:
-        monitor = cls(model, config, multivariate=multivariate)
+        monitor = cls(model, config, slice=slice)
         monitor.events, monitor.extra_fields = state["events"], state["extra_fields"]
         monitor.unknown_features = state["unknown_features"]
         monitor.clock.restore(state["clock"])

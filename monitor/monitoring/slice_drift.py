@@ -190,11 +190,12 @@ class SliceDrift:
             shares = {value: count / self.chosen_after for value, count in largest}
             self.watched[key] = WatchedKey(shares, counts.distinct() - len(largest))
             for value, share in self.watched[key].shares.items():
-                self.monitors[key, value] = self._monitor(share)
+                self.monitors[key, value] = self._monitor(key, value, share)
         self.candidates = {}
 
-    def _monitor(self, share: float, state: dict[str, Any] | None = None) -> DriftMonitor:
-        """A slice's drift monitor: with count windows, of `share` of the model's window."""
+    def _monitor(self, key: str, value: str, share: float, state: dict[str, Any] | None = None) -> DriftMonitor:
+        """The drift monitor of the slice `key`=`value`: with count windows, of `share` of the
+        model's window."""
         window = self.model.window
         assert window is not None
         if window.size_seconds is None and window.size_events is not None:
@@ -202,8 +203,8 @@ class SliceDrift:
             window = window.model_copy(update={"size_events": size})
         model = self.model.model_copy(update={"window": window})
         if state is None:
-            return DriftMonitor(model, self.slice_config, multivariate=False)
-        return DriftMonitor.from_state(model, self.slice_config, state, multivariate=False)
+            return DriftMonitor(model, self.slice_config, slice=f"{key}={value}")
+        return DriftMonitor.from_state(model, self.slice_config, state, slice=f"{key}={value}")
 
     # -- the signal -----------------------------------------------------------------------------
 
@@ -293,7 +294,7 @@ class SliceDrift:
         signal.candidates = {key: ValueCounts.from_state(capacity, c) for key, c in state["candidates"].items()}
         signal.watched = {key: WatchedKey.from_state(watched) for key, watched in state["watched"].items()}
         signal.monitors = {
-            (key, value): signal._monitor(signal.watched[key].shares[value], monitor)
+            (key, value): signal._monitor(key, value, signal.watched[key].shares[value], monitor)
             for key, monitors in state["monitors"].items()
             for value, monitor in monitors.items()
         }

@@ -267,3 +267,15 @@ def test_bad_slice_drift_config_names_the_field(tmp_path, text, message):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert message in str(caught.value)
+
+
+def test_a_slices_small_reference_warning_names_the_slice_and_its_setting(caplog):
+    """The model's warning says `reference.warmup_events`; a slice's reference is set by
+    `slice_drift.reference_events`, which is what its warning must name."""
+    with caplog.at_level("WARNING", logger="monitor.monitoring.drift"):
+        run(config_for(reference_events=200), total=5000)
+    said = [r.getMessage() for r in caplog.records if "too small for the false-alarm budget" in r.getMessage()]
+    slices = [line for line in said if ", slice country=" in line]
+    assert slices and all("slice_drift.reference_events" in line for line in slices)
+    assert all("reference.warmup_events" not in line for line in slices)
+    assert all("reference.warmup_events" in line for line in said if line not in slices)
