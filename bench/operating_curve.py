@@ -39,6 +39,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from delay_bounds import oracle_delays  # noqa: E402
+
 CONFIG = ROOT / "bench" / "drift-bench.yaml"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 FAMILIES = [  # (title, drift-bench families): run.py's groups
@@ -124,6 +128,7 @@ def table(bench: Path, raw: Path, budgets: list[int], bank: list[float] | None) 
 
     streams = {s.name: s for s in run.S.load()}
     acc = run.aggregate(run.load_records(raw), streams)[0]
+    oracle = oracle_delays(run.S, streams.values(), budgets)
     series = [(product_name(e), e) for e in budgets] + ([(product_name(e, bank), e) for e in budgets] if bank else [])
     ours = [name for name, _ in series if name in acc]
     budget_of = dict(series)
@@ -152,7 +157,7 @@ def table(bench: Path, raw: Path, budgets: list[int], bank: list[float] | None) 
             mean = statistics.mean(g["delays"]) if g["delays"] else 1e9
             return (not mine, ours.index(det) if mine else 0, g["missed"] / max(1, g["n_drift"]), g["fa_rate"], mean)
 
-        for det, g in sorted(rows, key=key):
+        def line(det: str, g: dict, drift: bool = drift) -> str:
             budget = budget_label(budget_of[det]) if det in ours else "library default"
             label = det.split("@")[0] if det in ours else det
             cells = [f"**{label}**" if det in ours else label, budget, str(g["n_run"])]
@@ -161,7 +166,19 @@ def table(bench: Path, raw: Path, budgets: list[int], bank: list[float] | None) 
                 cells.append(f"{g['missed']}/{g['n_drift']}")
                 cells.append(fmt(statistics.mean(g["delays"])) if g["delays"] else "–")
                 cells.append(fmt(statistics.median(g["delays"])) if g["delays"] else "–")
-            lines.append("| " + " | ".join(cells) + " |")
+            return "| " + " | ".join(cells) + " |"
+
+        ordered = sorted(rows, key=key)
+        mine = sum(det in ours for det, _ in ordered)
+        lines += [line(det, g) for det, g in ordered[:mine]]
+        drifted = [n for n in names if streams[n].change_point is not None]
+        if drift and all(n in oracle[budgets[0]] for n in drifted):  # the bound, beside our rows
+            for events in budgets:
+                found = [oracle[events][n] for n in drifted if oracle[events][n] is not None]
+                cells = ["oracle (knows the change)", budget_label(events), str(len(drifted)), "–"]
+                cells += [f"{len(drifted) - len(found)}/{len(drifted)}", fmt(statistics.mean(found))]
+                lines.append("| " + " | ".join([*cells, fmt(statistics.median(found))]) + " |")
+        lines += [line(det, g) for det, g in ordered[mine:]]
     return "\n".join(lines) + "\n"
 
 
