@@ -11,6 +11,8 @@
 * `detector_accuracy.py`: our detectors in memory on the drift-bench streams (needs
   ../shared/drift-bench; the product-through-replay comparison with the peers is drift-bench's own
   `run.py --product-cmd ...`, see bench/README.md);
+* `delay_bounds.py`: the delay of an oracle that knows the change on the same streams, per family and
+  declared budget (the fastest any detector can be);
 * `kafka_throughput.py`: events/s through one and two `driftline worker` processes on the embedded
   broker, and end-to-end alert latency (`--quick` under `--quick`);
 * `worker_budget.py`: a worker's CPU per event layer by layer (fetch, faust, decode, core, state)
@@ -49,6 +51,8 @@ def main() -> int:
     if DRIFT_BENCH.is_dir():
         runs.append(("detector accuracy (in memory)", ["detector_accuracy.py", "--drift-bench", str(DRIFT_BENCH)]
                      + (["--streams", "*_r0"] if args.quick else [])))  # fmt: skip
+        runs.append(("what the budget allows (an oracle that knows the change)",
+                     ["delay_bounds.py", "--drift-bench", str(DRIFT_BENCH)]))  # fmt: skip
     runs.append(("Kafka throughput and alert latency (embedded broker)",
                  ["kafka_throughput.py"] + (["--quick"] if args.quick else [])))  # fmt: skip
     runs.append(("A worker's time per event, layer by layer",
