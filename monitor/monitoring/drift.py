@@ -382,11 +382,11 @@ class DriftMonitor:
         config: MonitorConfig,
         reference: ReferenceProfile | None = None,
         *,
-        slice: str | None = None,
+        slice_label: str | None = None,
     ):
         self.model = model
         self.config = config
-        self.slice = slice
+        self.slice_label = slice_label
         """The slice this monitor watches for `slice_drift` (e.g. "country=C3"), or None for all the
         model's traffic. A slice's monitor has no multivariate test (the model's all-traffic
         monitor has one; its detectors still count in the budget), and its reference is its first
@@ -440,7 +440,7 @@ class DriftMonitor:
                 alert_kind = AlertKind.feature_drift
             plan[name] = (kind_of_data, alert_kind, [self._create(n) for n in names])
         numeric = [n for n, (t, _, _) in plan.items() if t is FeatureType.numeric and n != PREDICTION]
-        wanted = len(numeric) >= 2 and self.slice is None
+        wanted = len(numeric) >= 2 and self.slice_label is None
         multivariate = [self._create(n) for n in detectors.multivariate] if wanted else []
         types = {n: t for n, (t, _, _) in plan.items()}
         run_length = detector_run_length(self.config, count_detectors(self.model, types))
@@ -451,10 +451,10 @@ class DriftMonitor:
                 "model %s%s: its reference of %d rows is too small for the false-alarm budget; about %d rows would "
                 "do (a larger reference, or %s%s): expect more false alarms than declared",
                 self.model.model_id,
-                "" if self.slice is None else f", slice {self.slice}",
+                "" if self.slice_label is None else f", slice {self.slice_label}",
                 used,
                 needed,
-                "reference.warmup_events" if self.slice is None else "slice_drift.reference_events",
+                "reference.warmup_events" if self.slice_label is None else "slice_drift.reference_events",
                 ", and reference.sample_size as many" if needed > self.config.reference.sample_size else "",
             )
         window_size = self.model.window.size_events or self.model.window.min_events  # type: ignore[union-attr]
@@ -967,9 +967,9 @@ class DriftMonitor:
 
     @classmethod
     def from_state(
-        cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any], *, slice: str | None = None
+        cls, model: ModelConfig, config: MonitorConfig, state: dict[str, Any], *, slice_label: str | None = None
     ) -> DriftMonitor:
-        monitor = cls(model, config, slice=slice)
+        monitor = cls(model, config, slice_label=slice_label)
         monitor.events, monitor.extra_fields = state["events"], state["extra_fields"]
         monitor.unknown_features = state["unknown_features"]
         monitor.clock.restore(state["clock"])

@@ -203,8 +203,8 @@ class SliceDrift:
             window = window.model_copy(update={"size_events": size})
         model = self.model.model_copy(update={"window": window})
         if state is None:
-            return DriftMonitor(model, self.slice_config, slice=f"{key}={value}")
-        return DriftMonitor.from_state(model, self.slice_config, state, slice=f"{key}={value}")
+            return DriftMonitor(model, self.slice_config, slice_label=f"{key}={value}")
+        return DriftMonitor.from_state(model, self.slice_config, state, slice_label=f"{key}={value}")
 
     # -- the signal -----------------------------------------------------------------------------
 
