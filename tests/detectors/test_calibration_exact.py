@@ -1,6 +1,11 @@
 """Calibration made cheaper computes the same numbers: each faster piece against the formula it
 replaced, and every detector's calibrated limits against the values the earlier code gave
-(revision c893c53, before bench/calibration_cost.py's changes), float for float."""
+(revision c893c53, before bench/calibration_cost.py's changes), to 1e-9 relative.
+
+Not float for float: numpy picks its SIMD kernels by CPU (AVX-512 on the machine that recorded
+these, AVX2 on others), and their sums, logarithms and matrix products differ in the last bits
+(cusum/ties: 48.21396960492678 against 48.213969604927684). Any change of logic moves a limit
+by far more than 1e-9."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from monitor.detectors._window import window_histograms
 from monitor.detectors.calibration import Bootstrap, excursion_maxima
 
 # Limits (threshold for window tests) from c893c53 for `_cases()`, fitted with run_length=250_000,
-# window_size=500, seed=11. Python's repr of a float reads back the same float: equality is exact.
+# window_size=500, seed=11.
 EARLIER = {
     "cusum/gauss": [41.34656056549012, 41.553786801958466, 30.37923362521175],
     "ks/gauss": [0.09383311042427978],
@@ -61,7 +66,9 @@ EARLIER = {
     "jensen_shannon/burst": [0.1639319917352946],
     "unseen_share/burst": [0.004],
     "bernoulli_cusum/bank": [10.742871259589762, 10.342469575872235, 11.107047254335441],
-    "pca_reconstruction": [0.5524392182787909],  # mean rank of rows' errors since pca-heavy-tails (a mean error before)
+    # mean rank of rows' errors since pca-heavy-tails (a mean error before); its sample drawn
+    # without `multivariate_normal` since 2026-12-06 (see `_cases`)
+    "pca_reconstruction": [0.5503431220740236],
 }
 
 
@@ -84,16 +91,20 @@ def _cases():
         for kind in ("category_cusum", "chi_square", "jensen_shannon", "unseen_share"):
             yield f"{kind}/{name}", kind, {}, ref, {"n_categories": 7}
     yield "bernoulli_cusum/bank", "bernoulli_cusum", {"odds_ratio": [1.5, 2.5, 4.5]}, errors, {}
-    matrix = rng.multivariate_normal(np.zeros(4), np.eye(4) + 0.5, 2000)
+    # Not `multivariate_normal`: it factors this covariance (three equal eigenvalues) by an SVD
+    # whose vectors in that eigenspace depend on the CPU's kernels, so the very sample differed.
+    matrix = rng.standard_normal((2000, 4)) @ np.linalg.cholesky(np.eye(4) + 0.5).T
     yield "pca_reconstruction", "pca_reconstruction", {}, matrix, {}
 
 
-def test_every_calibrated_limit_is_the_earlier_code_s_float_for_float():
+def test_every_calibrated_limit_is_the_earlier_code_s():
     got = {}
     for label, kind, params, ref, context in _cases():
         d = registry.create(kind, **params).fit(ref, run_length=250_000, window_size=500, seed=11, **context)
         got[label] = [float(v) for v in getattr(d, "limits", [d.threshold])]
-    assert got == EARLIER
+    assert got.keys() == EARLIER.keys()
+    for label, limits in got.items():
+        assert limits == pytest.approx(EARLIER[label], rel=1e-9, abs=0), label
 
 
 def _excursions_whole(cum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
