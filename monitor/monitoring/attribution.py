@@ -295,8 +295,6 @@ class AttributionSignal:
                 missing = int((~carried[np.flatnonzero(carried)[taken - 1] + 1 :]).sum())
             if sum(map(len, self._rows)) >= self.rows_wanted and self.drift.reference is not None:
                 self._calibrate()
-            if self.test is None:
-                return []
         if self.test is None:
             return []
         self.missing += missing

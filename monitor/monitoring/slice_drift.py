@@ -201,10 +201,10 @@ class SliceDrift:
         if window.size_seconds is None and window.size_events is not None:
             size = max(window.min_events, round(share * window.size_events))
             window = window.model_copy(update={"size_events": size})
-        model = self.model.model_copy(update={"window": window})
+        model, label = self.model.model_copy(update={"window": window}), f"{key}={value}"
         if state is None:
-            return DriftMonitor(model, self.slice_config, slice_label=f"{key}={value}")
-        return DriftMonitor.from_state(model, self.slice_config, state, slice_label=f"{key}={value}")
+            return DriftMonitor(model, self.slice_config, slice_label=label)
+        return DriftMonitor.from_state(model, self.slice_config, state, slice_label=label)
 
     # -- the signal -----------------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class SliceDrift:
                 index = np.flatnonzero(codes == j)
                 if len(index):
                     monitor = self.monitors[key, value]
-                    findings += self._for_slice(key, value, monitor.observe(predictions.take(index)))
+                    findings += self._for_slice(key, value, monitor, monitor.observe(predictions.take(index)))
                     monitor.closed_windows.clear()
         return findings
 
@@ -235,14 +235,14 @@ class SliceDrift:
         """Time windows close with the model's (count windows: a slice counts its own events)."""
         findings: list[Finding] = []
         for (key, value), monitor in self.monitors.items():
-            findings += self._for_slice(key, value, monitor.advance_to(at, offset))
+            findings += self._for_slice(key, value, monitor, monitor.advance_to(at, offset))
             monitor.closed_windows.clear()
         return findings
 
-    def _for_slice(self, key: str, value: str, findings: list[Finding]) -> list[Finding]:
-        """A slice monitor's drift findings, labelled with the slice; the active ones worded for
+    def _for_slice(self, key: str, value: str, monitor: DriftMonitor, findings: list[Finding]) -> list[Finding]:
+        """A slice monitor's drift findings, labelled with its slice; the active ones worded for
         it, with what the cap left out of this key in the evidence."""
-        label = f"{key}={value}"
+        label = monitor.slice_label
         watched = self.watched[key]
         share = watched.shares[value]
         labelled = []
