@@ -201,7 +201,8 @@ class SliceDrift:
         if window.size_seconds is None and window.size_events is not None:
             size = max(window.min_events, round(share * window.size_events))
             window = window.model_copy(update={"size_events": size})
-        model, label = self.model.model_copy(update={"window": window}), f"{key}={value}"
+        model = self.model.model_copy(update={"window": window})
+        label = f"{key}={value}"
         if state is None:
             return DriftMonitor(model, self.slice_config, slice_label=label)
         return DriftMonitor.from_state(model, self.slice_config, state, slice_label=label)

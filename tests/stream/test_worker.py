@@ -27,6 +27,7 @@ from monitor.client.publisher import DriftlinePublisher
 from monitor.contracts.alert import Alert
 from monitor.contracts.config import KafkaConfig
 from monitor.contracts.deadletter import DeadLetter
+from monitor.contracts.envelope import unpack
 from monitor.kafka.settings import consumer_settings, producer_settings
 from monitor.kafka.topics import MODEL_STATE_TABLE, changelog_topic, ensure_topics
 from monitor.stream.records import decode_state
@@ -162,8 +163,7 @@ def _messages_holding(kafka_config: KafkaConfig, events: int) -> int:
     counted = 0
     try:
         for record in consumer:
-            body = json.loads(record.value)
-            counted += len(body["events"]) if "batch_version" in body else 1
+            counted += len(unpack([record.value]).raws)  # an envelope's events, or the event sent alone
             if counted >= events:
                 return record.offset + 1
     finally:
